@@ -1,0 +1,318 @@
+"""The command line: options → RunConfig → run → exit code. No S3 and no SQL here.
+
+Exit codes: 0 all copied; 1 finished, some versions failed; 2 a user, configuration,
+credential or permission error (one line, no traceback); 130 stopped by Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import anyio
+import typer
+
+from backfill.config import (
+    CopyOptions,
+    Filters,
+    RunConfig,
+    Side,
+    parse_s3_url,
+    parse_size,
+    parse_time,
+)
+from backfill.errors import UserError
+from backfill.progress import human_bytes
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Backfill an S3 bucket, with every version, into a replica bucket: sharded, server-side, resumable.",
+)
+T = TypeVar("T")
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"backfill: error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _user_error(exc: BaseException) -> UserError | None:
+    """The first UserError in an exception (group), if any."""
+    if isinstance(exc, UserError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            found = _user_error(e)
+            if found is not None:
+                return found
+    return None
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    try:
+        return fn()
+    except BaseException as exc:
+        err = _user_error(exc)
+        if err is not None:
+            raise _fail(str(err)) from None
+        raise
+
+
+def default_manifest(src: str, dst: str) -> str:
+    def name(url: str) -> str:
+        u = parse_s3_url(url)
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{u.bucket}_{u.prefix}".rstrip("_/"))
+
+    return f"backfill-{name(src)}-to-{name(dst)}.db"
+
+
+def _endpoint(side_value: str | None, shared: str | None) -> str | None:
+    return side_value or shared or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+SourceProfile = Annotated[str | None, typer.Option("--source-profile", help="AWS profile that lists the source.")]
+DestProfile = Annotated[
+    str | None, typer.Option("--dest-profile", help="AWS profile that writes the replica (and reads the source).")
+]
+SourceRegion = Annotated[str | None, typer.Option("--source-region", help="Source bucket's region (detected).")]
+DestRegion = Annotated[str | None, typer.Option("--dest-region", help="Replica bucket's region (detected).")]
+Endpoint = Annotated[
+    str | None, typer.Option("--endpoint-url", help="S3 endpoint for both sides (AWS_ENDPOINT_URL is honoured).")
+]
+SourceEndpoint = Annotated[str | None, typer.Option("--source-endpoint-url", help="S3 endpoint of the source.")]
+DestEndpoint = Annotated[str | None, typer.Option("--dest-endpoint-url", help="S3 endpoint of the replica.")]
+
+
+@app.command()
+def copy(
+    source: Annotated[str, typer.Argument(help="s3://SRC-BUCKET[/PREFIX]")],
+    dest: Annotated[str, typer.Argument(help="s3://DST-BUCKET[/PREFIX]")],
+    manifest: Annotated[
+        str | None, typer.Option(help="SQLite manifest [default: ./backfill-<src>-to-<dst>.db].")
+    ] = None,
+    source_profile: SourceProfile = None,
+    dest_profile: DestProfile = None,
+    source_region: SourceRegion = None,
+    dest_region: DestRegion = None,
+    endpoint_url: Endpoint = None,
+    source_endpoint_url: SourceEndpoint = None,
+    dest_endpoint_url: DestEndpoint = None,
+    versions: Annotated[
+        str, typer.Option(help="all: every version and delete marker; latest: current objects.")
+    ] = "all",
+    concurrency: Annotated[int, typer.Option(help="Ceiling of copy requests in flight (adapts below it).")] = 64,
+    shards: Annotated[str, typer.Option(help="auto, or the number of key-range shards to list in parallel.")] = "auto",
+    include: Annotated[list[str] | None, typer.Option(help="Copy only keys matching this glob (repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Skip keys matching this glob (repeatable).")] = None,
+    modified_before: Annotated[
+        str | None, typer.Option(help="Copy only versions last modified before this ISO-8601 time.")
+    ] = None,
+    multipart_threshold: Annotated[
+        str, typer.Option(help="Objects larger than this are copied in parts (UploadPartCopy).")
+    ] = "5GiB",
+    part_size: Annotated[str, typer.Option(help="Part size when the source has no part layout.")] = "512MiB",
+    max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
+    acl: Annotated[
+        str | None, typer.Option(help="Canned ACL for replica objects, e.g. bucket-owner-full-control.")
+    ] = None,
+    sse_kms_key_id: Annotated[str | None, typer.Option(help="Encrypt replica objects with this KMS key.")] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List and count what would be copied; write nothing.")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    progress_interval: Annotated[
+        float, typer.Option(help="Seconds between progress lines when not on a terminal.")
+    ] = 30.0,
+) -> None:
+    """Copy every version of SRC into DST, server-side; run it again to resume."""
+
+    def build() -> RunConfig:
+        if versions not in ("all", "latest"):
+            raise UserError(f"--versions must be 'all' or 'latest', not {versions!r}")
+        if shards != "auto" and not shards.isdigit():
+            raise UserError(f"--shards must be 'auto' or a number, not {shards!r}")
+        if acl is not None and acl not in ("bucket-owner-full-control", "private"):
+            raise UserError("--acl takes bucket-owner-full-control or private")
+        mode: Literal["all", "latest"] = "all" if versions == "all" else "latest"
+        return RunConfig(
+            source=Side(
+                parse_s3_url(source), source_profile, source_region, _endpoint(source_endpoint_url, endpoint_url)
+            ),
+            dest=Side(parse_s3_url(dest), dest_profile, dest_region, _endpoint(dest_endpoint_url, endpoint_url)),
+            manifest=manifest or default_manifest(source, dest),
+            options=CopyOptions(
+                versions=mode,
+                multipart_threshold=parse_size(multipart_threshold),
+                part_size=parse_size(part_size),
+                acl=acl,
+                sse_kms_key_id=sse_kms_key_id,
+            ),
+            filters=Filters(
+                tuple(include or ()),
+                tuple(exclude or ()),
+                parse_time(modified_before) if modified_before else None,
+            ),
+            concurrency=concurrency,
+            shards=None if shards == "auto" else int(shards),
+            max_rps=max_rps,
+            dry_run=dry_run,
+            progress_interval=progress_interval,
+        ).validate()
+
+    cfg = _guard(build)
+    from backfill.pipeline.runner import run_copy
+
+    if not dry_run:
+        typer.echo(f"manifest: {cfg.manifest}", err=True)
+    result = _guard(lambda: anyio.run(run_copy, cfg))
+    summary = _copy_summary(result)
+    _print_copy(result, summary, json_out)
+    if result.interrupted:
+        typer.echo(f"stopped. To resume, run: {shlex.join(['backfill', *sys.argv[1:]])}", err=True)
+    raise typer.Exit(result.exit_code)
+
+
+def _copy_summary(r: Any) -> dict[str, Any]:
+    c = r.counters
+    el = c.elapsed()
+    out: dict[str, Any] = {
+        "dry_run": r.dry_run,
+        "interrupted": r.interrupted,
+        "elapsed_seconds": round(el, 3),
+        "shards": c.shards,
+        "this_run": {
+            "listed": c.listed,
+            "listed_bytes": c.listed_bytes,
+            "copied": c.copied,
+            "copied_bytes": c.copied_bytes,
+            "delete_markers": c.delete_markers,
+            "recovered_after_crash": c.recovered,
+            "failed": c.failed,
+            "skipped": c.skipped,
+            "versions_per_second": round(c.copied / el, 1) if el > 0 else 0.0,
+            "first_copy_seconds": round(c.first_copy_at, 3) if c.first_copy_at is not None else None,
+            "retries": r.retries,
+            "concurrency_cuts": r.limiter_cuts,
+        },
+    }
+    if not r.dry_run:
+        out["manifest"] = r.manifest
+        out["job"] = r.totals
+        out["problems"] = r.reasons
+        out["exit_code"] = r.exit_code
+    return out
+
+
+def _print_copy(r: Any, s: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        typer.echo(json.dumps(s, indent=2, sort_keys=True))
+    t = s["this_run"]
+    lines: list[str] = []
+    if r.dry_run:
+        lines.append(
+            f"dry run: would copy {t['listed']:,} versions ({human_bytes(t['listed_bytes'])}), "
+            f"{t['delete_markers']:,} of them delete markers, from {s['shards']} shards; nothing was written"
+        )
+    else:
+        j = s["job"]
+        lines.append(
+            f"this run: {t['copied']:,} copied ({human_bytes(t['copied_bytes'])}) in {s['elapsed_seconds']:.1f} s "
+            f"({t['versions_per_second']:,.0f}/s), {t['failed']:,} failed, {t['skipped']:,} skipped"
+            + (f", {t['recovered_after_crash']} found already copied" if t["recovered_after_crash"] else "")
+        )
+        lines.append(
+            f"job: {j['copied']:,} of {j['versions']:,} versions copied, {j['failed']:,} failed, "
+            f"{j['skipped']:,} skipped, {j['pending']:,} pending; shards listed {j['shards_listed']}/{j['shards']}"
+        )
+        for reason, n in list(s["problems"].items())[:10]:
+            lines.append(f"  {n:,} × {reason}")
+        if j["failed"]:
+            lines.append(
+                "run the same command again to retry the failed versions; "
+                f"details: backfill status --manifest {r.manifest}"
+            )
+    typer.echo("\n".join(lines), err=json_out)
+
+
+@app.command()
+def status(
+    manifest: Annotated[str | None, typer.Option(help="The manifest a copy printed at start.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    limit: Annotated[int, typer.Option(help="How many failed/skipped versions to list.")] = 20,
+) -> None:
+    """Show a backfill's progress and its failed or skipped versions, from the manifest."""
+    from backfill.manifest import Manifest
+    from backfill.models import State
+
+    def pick() -> str:
+        if manifest:
+            return manifest
+        found = sorted(Path().glob("backfill-*.db"))
+        if len(found) == 1:
+            return str(found[0])
+        if not found:
+            raise UserError("no backfill-*.db here: pass --manifest PATH")
+        raise UserError(f"several manifests here ({', '.join(map(str, found))}): pass --manifest PATH")
+
+    path = _guard(pick)
+    m = _guard(lambda: Manifest.open(path, None, create=False))
+    try:
+        s = m.summary()
+        problems = m.problems(limit)
+        reasons = m.reasons()
+    finally:
+        m.close()
+    data: dict[str, Any] = {
+        "manifest": path,
+        "job": {k: v for k, v in s.job.items() if v},
+        "shards": s.shards,
+        "shards_listed": s.shards_listed,
+        "versions": {k: {"count": t.versions, "bytes": t.bytes} for k, t in s.by_state.items()},
+        "delete_markers": s.delete_markers,
+        "problems": reasons,
+        "examples": problems,
+    }
+    complete = s.shards > 0 and s.shards_listed == s.shards and s.count(State.PENDING) == 0
+    data["complete"] = complete and s.count(State.FAILED) == 0
+    if json_out:
+        typer.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        total = sum(t.versions for t in s.by_state.values())
+        lines = [
+            f"{s.job.get('source', '?')} → {s.job.get('dest', '?')} (versions: {s.job.get('versions', '?')})",
+            f"shards listed: {s.shards_listed}/{s.shards}" + ("" if s.shards_listed < s.shards else " (listing done)"),
+            f"versions: {total:,}, {s.delete_markers:,} of them delete markers",
+        ]
+        for name in ("copied", "pending", "failed", "skipped"):
+            t = s.by_state.get(name)
+            if t:
+                lines.append(f"  {name:8} {t.versions:>12,}  {human_bytes(t.bytes)}")
+        for reason, n in reasons.items():
+            lines.append(f"  {n:,} × {reason}")
+        for p in problems:
+            lines.append(f"  {p['state']}: {p['key']} (version {p['version_id']}): {p['why']}")
+        lines.append("complete" if data["complete"] else "not complete: run the copy command again to continue")
+        typer.echo("\n".join(lines))
+    raise typer.Exit(0 if data["complete"] else 1)
+
+
+@app.command()
+def demo(
+    objects: Annotated[int, typer.Option(help="How many keys the demo bucket gets.")] = 2000,
+) -> None:
+    """Start a local SeaweedFS, fill a versioned demo bucket, back it up, and show the result."""
+    from backfill.demo import run_demo
+
+    raise typer.Exit(_guard(lambda: run_demo(objects)))
+
+
+def main() -> None:
+    app()

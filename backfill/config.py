@@ -1,0 +1,139 @@
+"""Validated, frozen settings for a run, built by the CLI and used by the pipeline."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Literal
+
+from backfill.errors import UserError
+
+GiB = 1024**3
+MiB = 1024**2
+MAX_COPY_OBJECT = 5 * GiB  # CopyObject's limit on AWS
+MIN_PART = 5 * MiB
+MAX_PART = 5 * GiB
+MAX_PARTS = 10_000
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """'5GiB', '64MB', '8M', '1048576' → bytes (K/M/G/T are powers of 1024)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise UserError(f"cannot read size {text!r}: write it like 64MiB, 5GiB or 1048576")
+    number, unit = float(m.group(1)), m.group(2).upper()
+    return int(number * {"": 1, "K": 1024, "M": MiB, "G": GiB, "T": 1024 * GiB}[unit])
+
+
+@dataclass(frozen=True, slots=True)
+class S3Url:
+    bucket: str
+    prefix: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-_]{1,254}$")
+
+
+def parse_s3_url(text: str) -> S3Url:
+    if not text.startswith("s3://"):
+        raise UserError(f"{text!r} is not an S3 URL: write s3://BUCKET or s3://BUCKET/PREFIX")
+    rest = text[5:]
+    bucket, _, prefix = rest.partition("/")
+    if not _BUCKET.match(bucket):
+        raise UserError(f"{text!r}: {bucket!r} is not a valid bucket name")
+    return S3Url(bucket, prefix)
+
+
+def parse_time(text: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"cannot read time {text!r}: use ISO-8601, e.g. 2026-01-31T00:00:00Z") from None
+    return t if t.tzinfo else t.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Side:
+    """How to reach one bucket: credentials profile, region, endpoint."""
+
+    url: S3Url
+    profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+    modified_before: datetime | None = None
+
+    def key_selected(self, rel_key: str) -> bool:
+        """Globs match the key relative to the source prefix (like `aws s3 sync`)."""
+        if self.include and not any(fnmatch.fnmatchcase(rel_key, g) for g in self.include):
+            return False
+        return not any(fnmatch.fnmatchcase(rel_key, g) for g in self.exclude)
+
+
+@dataclass(frozen=True, slots=True)
+class CopyOptions:
+    versions: Literal["all", "latest"] = "all"
+    multipart_threshold: int = MAX_COPY_OBJECT
+    part_size: int = 512 * MiB
+    acl: str | None = None
+    sse_kms_key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    source: Side
+    dest: Side
+    manifest: str
+    options: CopyOptions = field(default_factory=CopyOptions)
+    filters: Filters = field(default_factory=Filters)
+    concurrency: int = 64
+    shards: int | None = None  # None: auto
+    max_rps: float | None = None
+    dry_run: bool = False
+    grace_seconds: float = 30.0
+    progress_interval: float = 30.0
+
+    def validate(self) -> RunConfig:
+        o = self.options
+        if self.concurrency < 1:
+            raise UserError("--concurrency must be at least 1")
+        if self.shards is not None and self.shards < 1:
+            raise UserError("--shards must be 'auto' or at least 1")
+        if self.max_rps is not None and self.max_rps <= 0:
+            raise UserError("--max-rps must be positive")
+        if o.multipart_threshold > MAX_COPY_OBJECT:
+            raise UserError("--multipart-threshold cannot exceed 5GiB, the largest object CopyObject takes")
+        if o.multipart_threshold < 1:
+            raise UserError("--multipart-threshold must be positive")
+        if not MIN_PART <= o.part_size <= MAX_PART:
+            raise UserError("--part-size must be between 5MiB and 5GiB")
+        if (self.source.url.bucket, self.source.url.prefix) == (self.dest.url.bucket, self.dest.url.prefix):
+            raise UserError("source and destination are the same place")
+        return self
+
+    def job_identity(self) -> dict[str, str]:
+        """What makes a manifest belong to this job (not the tuning knobs)."""
+        f = self.filters
+        return {
+            "source": str(self.source.url),
+            "dest": str(self.dest.url),
+            "versions": self.options.versions,
+            "include": "\n".join(f.include),
+            "exclude": "\n".join(f.exclude),
+            "modified_before": f.modified_before.isoformat() if f.modified_before else "",
+        }
+
+    def dest_key(self, src_key: str) -> str:
+        return self.dest.url.prefix + src_key[len(self.source.url.prefix) :]

@@ -1,0 +1,145 @@
+"""Error kinds, and the one place where S3 errors are classified.
+
+- UserError: usage, configuration, credentials, permissions, a missing bucket, a
+  foreign manifest. The CLI prints its message on one line and exits 2.
+- RetryableError: throttling, 5xx, timeouts, dropped connections. Retried with
+  capped, jittered backoff; throttling also shrinks the concurrency.
+- ObjectError: this one version cannot be copied (it vanished, a precondition
+  failed, the server refused it). Recorded as failed; the run goes on and exits 1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+    ProfileNotFound,
+    ReadTimeoutError,
+    ResponseStreamingError,
+)
+
+
+class BackfillError(Exception):
+    """Base of the project's own errors."""
+
+
+class UserError(BackfillError):
+    """The user or the cloud said no: the run cannot go on. Exit code 2."""
+
+
+class AccessDenied(UserError):
+    """A denial. Fatal at the start of a run; later, the one object's failure."""
+
+
+class RetryableError(BackfillError):
+    """A transient failure; `throttled` when the server asked us to slow down."""
+
+    def __init__(self, message: str, *, throttled: bool = False) -> None:
+        super().__init__(message)
+        self.throttled = throttled
+
+
+class ObjectError(BackfillError):
+    """One version failed for a reason of its own; `code` is the S3 error code."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests"})
+RETRY_CODES = frozenset(
+    {
+        "InternalError",
+        "ServiceUnavailable",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "OperationAborted",
+        "InternalServerError",
+        "BadGateway",
+        "GatewayTimeout",
+    }
+)
+DENIED_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "AccountProblem",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+    }
+)
+TRANSPORT_ERRORS = (
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    ReadTimeoutError,
+    ResponseStreamingError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def error_code(exc: ClientError) -> str:
+    err: dict[str, Any] = exc.response.get("Error", {})
+    return str(err.get("Code", ""))
+
+
+def http_status(exc: ClientError) -> int:
+    meta: dict[str, Any] = exc.response.get("ResponseMetadata", {})
+    return int(meta.get("HTTPStatusCode", 0) or 0)
+
+
+def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: str = "") -> BaseException:
+    """Turn an SDK exception into one of ours. Returns the exception to raise.
+
+    `what` names the request ("copy s3://b/k") for the message; `bucket` and
+    `profile_hint` let a denial say which credentials to fix.
+    """
+    if isinstance(exc, BackfillError):
+        return exc
+    if isinstance(exc, ClientError):
+        code = error_code(exc)
+        status = http_status(exc)
+        msg = str(exc.response.get("Error", {}).get("Message", "")) or code
+        if code in THROTTLE_CODES or status == 429:
+            return RetryableError(f"{what}: {code or status} (throttled)", throttled=True)
+        if status == 503 and code in ("", "ServiceUnavailable", "503"):
+            return RetryableError(f"{what}: {code or status} (throttled)", throttled=True)
+        if code in RETRY_CODES or status >= 500:
+            return RetryableError(f"{what}: {code or status}: {msg}")
+        if code in DENIED_CODES or status == 403:
+            who = f" with {profile_hint}" if profile_hint else ""
+            return AccessDenied(
+                f"access denied{who} on {what} ({code}): grant the permission "
+                "(`backfill setup` creates the replication grants) or use other credentials"
+            )
+        if code == "NoSuchBucket":
+            return UserError(f"bucket {bucket or '?'} does not exist ({what}): check the bucket name and region")
+        if code == "PermanentRedirect" or code == "AuthorizationHeaderMalformed":
+            return UserError(f"{what}: wrong region for bucket {bucket or '?'} ({code}): pass the right --*-region")
+        return ObjectError(f"{what}: {code or status}: {msg}", code=code)
+    if isinstance(exc, ProfileNotFound):
+        return UserError(f"{exc}: check --source-profile/--dest-profile and ~/.aws/config")
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return UserError(
+            "no AWS credentials found: pass --source-profile/--dest-profile, "
+            "or set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+        )
+    if isinstance(exc, NoRegionError):
+        return UserError("no AWS region configured: pass --source-region/--dest-region or set AWS_REGION")
+    if isinstance(exc, EndpointConnectionError):
+        return RetryableError(f"{what}: cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}")
+    if isinstance(exc, TRANSPORT_ERRORS):
+        return RetryableError(f"{what}: {type(exc).__name__}: {exc}")
+    return exc

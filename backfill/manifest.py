@@ -1,0 +1,262 @@
+"""The SQLite manifest: what a job is, how far each shard got, and every version's fate.
+
+Durability protocol (why a crash never duplicates a version):
+1. A lister commits a page's complete keys as PENDING rows, together with the
+   shard's new resume marker, in one transaction, *before* any of them is copied.
+2. A copy's outcome is committed later, in a batch.
+So after a crash, every version that may have reached the replica is in the
+manifest: COPIED (done), or PENDING/FAILED (checked against the replica before it
+is copied again). Listing resumes after the marker; nothing listed is listed twice.
+
+One writer (pipeline.checkpoint) owns the connection during a run. State is
+shard-local (every row carries its shard) so a shard can later move elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from backfill.errors import UserError
+from backfill.models import Item, KeyJob, Shard, State, Version
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE job (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE shard (
+    id INTEGER PRIMARY KEY,
+    prefix TEXT NOT NULL,
+    after TEXT,            -- exclusive lower bound (NULL: open)
+    upto TEXT,             -- inclusive upper bound (NULL: open)
+    marker TEXT,           -- resume listing after this key (all its versions are in `version`)
+    listed INTEGER NOT NULL DEFAULT 0   -- 1: the whole shard is in `version`
+);
+-- One row per version or delete marker. seq: position in the key's history, 0 = oldest.
+-- state: 0 pending, 1 copied, 2 failed, 3 skipped. dm: 1 for a delete marker.
+-- sc: storage class when not STANDARD. why: the reason for failed/skipped.
+CREATE TABLE version (
+    key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    shard INTEGER NOT NULL,
+    vid TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT,
+    dm INTEGER,
+    sc TEXT,
+    rvid TEXT,
+    why TEXT,
+    PRIMARY KEY (key, seq)
+) WITHOUT ROWID;
+-- Small: holds only unfinished rows (pending, failed), which a resume must revisit.
+CREATE INDEX version_todo ON version (shard, key, seq) WHERE state IN (0, 2);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    versions: int = 0
+    bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    job: dict[str, str]
+    shards: int
+    shards_listed: int
+    by_state: dict[str, Totals]
+    delete_markers: int
+
+    def count(self, state: State) -> int:
+        return self.by_state.get(state.name.lower(), Totals()).versions
+
+
+class Manifest:
+    def __init__(self, path: str, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+
+    # --- opening -------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str, identity: dict[str, str] | None, *, create: bool) -> Manifest:
+        """Open (or create) a manifest. `identity` refuses a manifest of another job."""
+        p = Path(path)
+        exists = p.exists()
+        if not exists and not create:
+            raise UserError(f"no manifest at {path}: pass --manifest with the file that `backfill copy` printed")
+        if not exists:
+            # Created 0600 before SQLite touches it: the file names buckets and keys.
+            fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            os.close(fd)
+        try:
+            conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # a committed write-ahead row must survive a power cut
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as exc:
+            raise UserError(f"{path} is not a backfill manifest ({exc}): pass another --manifest") from None
+        m = cls(path, conn)
+        if version == 0:
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise UserError(f"{path} is not a backfill manifest: pass another --manifest")
+            if identity is None:
+                raise UserError(f"{path} is an empty file, not a backfill manifest: pass another --manifest")
+            m._create(identity)
+        elif version != SCHEMA_VERSION:
+            raise UserError(
+                f"{path} is a manifest of schema {version}; this backfill reads schema {SCHEMA_VERSION}: "
+                "use the backfill version that wrote it"
+            )
+        if identity is not None:
+            m._check_identity(identity)
+        for f in (p, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f, 0o600)
+        return m
+
+    def _create(self, identity: dict[str, str]) -> None:
+        with self.transaction():
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    self.conn.execute(stmt)
+            self.conn.executemany("INSERT INTO job VALUES (?, ?)", sorted(identity.items()))
+            self.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _check_identity(self, identity: dict[str, str]) -> None:
+        stored = self.job()
+        if not stored:
+            return
+        diff = [k for k in sorted(identity) if stored.get(k, "") != identity[k]]
+        if diff:
+            have = ", ".join(f"{k}={stored.get(k, '')!r}" for k in diff)
+            want = ", ".join(f"{k}={identity[k]!r}" for k in diff)
+            raise UserError(
+                f"{self.path} belongs to another job ({have}; this run has {want}): "
+                "pass a different --manifest, or rerun with that job's arguments"
+            )
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # --- job and shards ------------------------------------------------------
+
+    def job(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT name, value FROM job").fetchall())
+
+    def shards(self) -> list[tuple[Shard, str | None, bool]]:
+        """(shard, resume marker, listed) for every shard, in key order."""
+        rows = self.conn.execute("SELECT id, prefix, after, upto, marker, listed FROM shard ORDER BY id")
+        return [(Shard(r[0], r[1], r[2], r[3]), r[4], bool(r[5])) for r in rows]
+
+    def save_shards(self, shards: Iterable[Shard]) -> None:
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT INTO shard (id, prefix, after, upto) VALUES (?, ?, ?, ?)",
+                [(s.id, s.prefix, s.after, s.upto) for s in shards],
+            )
+
+    # --- the writer's operations (called in batches by the checkpoint writer) -----
+
+    @staticmethod
+    def write_listed(c: sqlite3.Connection, jobs: list[KeyJob], shard: int, marker: str | None, done: bool) -> None:
+        c.executemany(
+            "INSERT INTO version (key, seq, shard, vid, state, size, etag, dm, sc, rvid, why) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    j.key,
+                    it.seq,
+                    shard,
+                    it.version.version_id,
+                    int(it.state),
+                    it.version.size,
+                    it.version.etag or None,
+                    1 if it.version.is_delete_marker else None,
+                    it.version.storage_class or None,
+                    it.replica_version_id or None,
+                    it.why or None,
+                )
+                for j in jobs
+                for it in j.items
+            ],
+        )
+        if marker is not None or done:
+            c.execute(
+                "UPDATE shard SET marker = coalesce(?, marker), listed = ? WHERE id = ?",
+                (marker, 1 if done else 0, shard),
+            )
+
+    @staticmethod
+    def write_outcomes(c: sqlite3.Connection, rows: list[tuple[int, str, str, str, int]]) -> None:
+        """rows: (state, replica version id, why, key, seq)."""
+        c.executemany(
+            "UPDATE version SET state = ?, rvid = nullif(?, ''), why = nullif(?, '') WHERE key = ? AND seq = ?", rows
+        )
+
+    # --- resuming ------------------------------------------------------------
+
+    def unfinished(self, shard: int) -> Iterator[KeyJob]:
+        """Keys of a shard with pending or failed versions, as jobs from the first unfinished one.
+
+        Streams through the partial index: a resume holds one key at a time.
+        """
+        cur = self.conn.execute(
+            "SELECT v.key, v.seq, v.vid, v.state, v.size, v.etag, v.dm, v.sc FROM version v "
+            "WHERE v.shard = ? AND v.state IN (0, 2) ORDER BY v.key, v.seq",
+            (shard,),
+        )
+        job: KeyJob | None = None
+        for key, seq, vid, _state, size, etag, dm, sc in cur:
+            if job is None or job.key != key:
+                if job is not None:
+                    yield job
+                job = KeyJob(shard, key, [], recheck=True, known=self.recorded_replica_versions(key))
+            v = Version(key, vid, size, etag or "", "", bool(dm), sc or "")
+            job.items.append(Item(seq, v))
+        if job is not None:
+            yield job
+
+    def recorded_replica_versions(self, key: str) -> frozenset[str]:
+        rows = self.conn.execute("SELECT rvid FROM version WHERE key = ? AND rvid IS NOT NULL", (key,))
+        return frozenset(r[0] for r in rows)
+
+    # --- reporting -----------------------------------------------------------
+
+    def summary(self) -> Summary:
+        shards = self.conn.execute("SELECT count(*), coalesce(sum(listed), 0) FROM shard").fetchone()
+        by_state: dict[str, Totals] = {}
+        for state, n, b in self.conn.execute(
+            "SELECT state, count(*), coalesce(sum(size), 0) FROM version GROUP BY state"
+        ):
+            by_state[State(state).name.lower()] = Totals(n, b)
+        dms = self.conn.execute("SELECT count(*) FROM version WHERE dm = 1").fetchone()[0]
+        return Summary(self.job(), shards[0], shards[1], by_state, dms)
+
+    def problems(self, limit: int) -> list[dict[str, object]]:
+        rows = self.conn.execute(
+            "SELECT key, vid, state, why FROM version WHERE state IN (2, 3) ORDER BY state, key, seq LIMIT ?",
+            (limit,),
+        )
+        return [{"key": k, "version_id": v, "state": State(s).name.lower(), "why": w or ""} for k, v, s, w in rows]
+
+    def reasons(self) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT state, why, count(*) FROM version WHERE state IN (2, 3) GROUP BY state, why ORDER BY 3 DESC"
+        )
+        return {f"{State(s).name.lower()}: {w or '?'}": n for s, w, n in rows}

@@ -1,0 +1,74 @@
+"""The values that flow through the pipeline. Frozen and slotted: millions exist over a run."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class State(enum.IntEnum):
+    """A version's state in the manifest (stored as this small integer)."""
+
+    PENDING = 0  # listed, written ahead of its copy; may be in flight
+    COPIED = 1
+    FAILED = 2
+    SKIPPED = 3  # archived, filtered at copy time, … (the row says why)
+
+
+@dataclass(frozen=True, slots=True)
+class Version:
+    """One entry of a key's history: an object version or a delete marker."""
+
+    key: str
+    version_id: str
+    size: int
+    etag: str  # without quotes; "" for a delete marker
+    last_modified: str  # ISO-8601 as S3 sent it
+    is_delete_marker: bool = False
+    storage_class: str = ""  # "" means STANDARD
+    is_latest: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """A slice of the source's key space: keys under `prefix` with after < key <= upto.
+
+    Bounds are plain strings compared as S3 compares keys (UTF-8 bytes); None is
+    open. Any strings work as bounds, so the slices always partition the keys.
+    """
+
+    id: int
+    prefix: str
+    after: str | None
+    upto: str | None
+
+
+@dataclass(slots=True)
+class Item:
+    """A version in a key's job: its position in the history and what became of it."""
+
+    seq: int
+    version: Version
+    state: State = State.PENDING
+    replica_version_id: str = ""
+    why: str = ""
+
+
+@dataclass(slots=True)
+class KeyJob:
+    """The unfinished part of one key's history, oldest first; copied in order.
+
+    `recheck` is set for versions found unfinished in the manifest at start: one
+    of them may have been in flight when the last run died, so the replica is
+    looked at before it is copied again.
+    """
+
+    shard: int
+    key: str
+    items: list[Item]
+    recheck: bool = False
+    known: frozenset[str] = frozenset()  # replica version IDs the manifest has for this key
+
+
+def key_bytes(key: str) -> bytes:
+    return key.encode("utf-8", "surrogatepass")

@@ -1,0 +1,132 @@
+"""All waiting lives here: adaptive concurrency, a request-rate cap, and retries.
+
+One Pacer wraps every S3 request of a kind (rclone's lib/pacer does the same):
+the SDK's own retries are switched off (see s3.py), so a throttled request is
+seen here once, shrinks the concurrency, and is retried with capped, jittered
+backoff instead of being retried three times underneath.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import anyio
+
+from backfill.errors import RetryableError, classify
+
+T = TypeVar("T")
+
+
+class AdaptiveLimiter:
+    """AIMD on an anyio CapacityLimiter: halve on throttling, +1 after a window of successes."""
+
+    def __init__(self, ceiling: int, floor: int = 1) -> None:
+        self.ceiling = ceiling
+        self.floor = min(floor, ceiling)
+        self._limiter = anyio.CapacityLimiter(ceiling)
+        self._successes = 0
+        self._last_cut = -math.inf
+        self.cuts = 0
+
+    @property
+    def limit(self) -> int:
+        return int(self._limiter.total_tokens)
+
+    @property
+    def in_flight(self) -> int:
+        return self._limiter.borrowed_tokens
+
+    async def __aenter__(self) -> None:
+        await self._limiter.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._limiter.release()
+
+    def on_success(self) -> None:
+        self._successes += 1
+        if self._successes >= self.limit and self.limit < self.ceiling:
+            self._limiter.total_tokens = self.limit + 1
+            self._successes = 0
+
+    def on_throttle(self) -> None:
+        # Many requests in flight see the same throttling at once: cut once per second.
+        now = time.monotonic()
+        if now - self._last_cut < 1.0:
+            return
+        self._last_cut = now
+        self._successes = 0
+        self.cuts += 1
+        self._limiter.total_tokens = max(self.floor, self.limit // 2)
+
+
+class RateLimiter:
+    """At most `rps` request starts per second, spread evenly (no bursts)."""
+
+    def __init__(self, rps: float | None) -> None:
+        self._interval = 1.0 / rps if rps else 0.0
+        self._next = 0.0
+
+    async def wait(self) -> None:
+        if not self._interval:
+            return
+        now = time.monotonic()
+        start = max(now, self._next)
+        self._next = start + self._interval
+        if start > now:
+            await anyio.sleep(start - now)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 8
+    base: float = 0.2
+    cap: float = 20.0
+
+    def delay(self, attempt: int) -> float:
+        """Full jitter (AWS architecture blog): uniform in [0, min(cap, base·2^attempt)]."""
+        return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311 - jitter, not crypto
+
+
+class Pacer:
+    def __init__(
+        self,
+        limiter: AdaptiveLimiter | None,
+        rate: RateLimiter,
+        policy: RetryPolicy | None = None,
+    ) -> None:
+        self.limiter = limiter
+        self.rate = rate
+        self.policy = policy or RetryPolicy()
+        self.retries = 0
+
+    async def run(self, what: str, fn: Callable[[], Awaitable[T]], *, bucket: str = "", who: str = "") -> T:
+        """Run one request under the limits; retry transient failures; raise classified errors."""
+        attempt = 0
+        while True:
+            await self.rate.wait()
+            try:
+                if self.limiter is None:
+                    result = await fn()
+                else:
+                    async with self.limiter:
+                        result = await fn()
+            except Exception as exc:
+                err = classify(exc, what=what, bucket=bucket, profile_hint=who)
+                if not isinstance(err, RetryableError) or attempt + 1 >= self.policy.attempts:
+                    if err is exc:
+                        raise
+                    raise err from exc
+                if err.throttled and self.limiter is not None:
+                    self.limiter.on_throttle()
+                self.retries += 1
+                await anyio.sleep(self.policy.delay(attempt))
+                attempt += 1
+                continue
+            if self.limiter is not None:
+                self.limiter.on_success()
+            return result

@@ -1,0 +1,1 @@
+"""The copy pipeline: shards → listers → copiers → one checkpoint writer, on bounded streams."""

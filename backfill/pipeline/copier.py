@@ -1,0 +1,148 @@
+"""Copy workers: one key's history at a time, in order; many keys at once.
+
+A failed version stops its key (later versions must not overtake it in the
+replica); they are recorded as failed and retried, in order, by the next run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from backfill.errors import AccessDenied, ObjectError, RetryableError
+from backfill.models import Item, KeyJob, State, Version
+from backfill.pipeline.checkpoint import Checkpoint
+from backfill.progress import Counters
+from backfill.s3 import Copier
+
+# Error codes that mean "this version cannot be had", not "this run is broken".
+_VANISHED = frozenset({"NoSuchVersion", "NoSuchKey", "404"})
+_ARCHIVED = frozenset({"InvalidObjectState"})
+BLOCKED = "an earlier version of this key failed; versions are copied in order"
+
+
+@dataclass(slots=True)
+class Workers:
+    copier: Copier
+    checkpoint: Checkpoint
+    counters: Counters
+    stop: anyio.Event
+    src_prefix: str
+    dst_prefix: str
+    first_run_started: datetime | None
+
+    def dest_key(self, key: str) -> str:
+        return self.dst_prefix + key[len(self.src_prefix) :]
+
+    async def worker(self, jobs: MemoryObjectReceiveStream[KeyJob]) -> None:
+        async with jobs:
+            async for job in jobs:
+                if self.stop.is_set():
+                    return  # the rest stays pending in the manifest
+                await self.copy_key(job)
+
+    async def copy_key(self, job: KeyJob) -> None:
+        dkey = self.dest_key(job.key)
+        if job.recheck:
+            await self.reconcile(job, dkey)
+        failed = False
+        for it in job.items:
+            if it.state is State.COPIED:
+                continue
+            if self.stop.is_set():
+                return
+            if failed:
+                await self._record(job, it, State.FAILED, why=BLOCKED)
+                continue
+            v = it.version
+            try:
+                if v.is_delete_marker:
+                    rvid = await self.copier.delete_marker(dkey)
+                else:
+                    rvid = await self.copier.copy(v, dkey)
+            except AccessDenied as exc:
+                if self.counters.copied == 0:
+                    raise  # nothing has worked yet: the grant is missing, not this object's
+                failed = True
+                await self._record(job, it, State.FAILED, why=str(exc))
+            except ObjectError as exc:
+                if exc.code in _ARCHIVED:
+                    await self._record(
+                        job,
+                        it,
+                        State.SKIPPED,
+                        why=f"archived ({v.storage_class or 'GLACIER'}), not restored: restore it, then run again",
+                    )
+                elif exc.code in _VANISHED:
+                    await self._record(job, it, State.SKIPPED, why="vanished from the source since it was listed")
+                else:
+                    failed = True
+                    await self._record(job, it, State.FAILED, why=str(exc))
+            except RetryableError as exc:
+                failed = True
+                await self._record(job, it, State.FAILED, why=f"gave up after retries: {exc}")
+            else:
+                if self.counters.first_copy_at is None:
+                    self.counters.first_copy_at = self.counters.elapsed()
+                await self._record(job, it, State.COPIED, rvid=rvid)
+
+    async def _record(self, job: KeyJob, it: Item, state: State, *, rvid: str = "", why: str = "") -> None:
+        it.state, it.replica_version_id, it.why = state, rvid, why
+        c = self.counters
+        if state is State.COPIED:
+            c.copied += 1
+            c.copied_bytes += it.version.size
+            c.delete_markers += it.version.is_delete_marker
+        elif state is State.FAILED:
+            c.failed += 1
+            c.last_failure = why
+        else:
+            c.skipped += 1
+        await self.checkpoint.outcome(job.key, it.seq, state, rvid, why)
+
+    async def reconcile(self, job: KeyJob, dkey: str) -> None:
+        """The first unfinished version may have reached the replica before the last run died.
+
+        Look for it among the replica's versions of this key that the manifest does
+        not know (and that are younger than the job): if one matches, record it
+        instead of copying again. Only the first can match: a key's versions are
+        copied one after another, and a failure stops the key.
+        """
+        first = job.items[0]
+        replica = self.copier.dest
+        history = await replica.key_history(dkey)
+        since = (self.first_run_started - timedelta(minutes=5)) if self.first_run_started else None
+        for r in reversed(history):  # newest first
+            if r.version_id in job.known:
+                break  # everything older is accounted for
+            if since is not None and r.last_modified and _parse(r.last_modified) < since:
+                break
+            if _same(first.version, r):
+                self.counters.recovered += 1
+                await self._record(job, first, State.COPIED, rvid=r.version_id)
+                self.counters.copied -= 1  # counted as recovered, not copied by this run
+                self.counters.copied_bytes -= first.version.size
+                return
+
+
+def _parse(ts: str) -> datetime:
+    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+
+
+def _same(src: Version, replica: Version) -> bool:
+    if src.is_delete_marker or replica.is_delete_marker:
+        return src.is_delete_marker and replica.is_delete_marker
+    if src.size != replica.size:
+        return False
+    a, b = src.etag, replica.etag
+    # A multipart ETag is no MD5: a copy may legitimately change it. Compare plain MD5s only.
+    return "-" in a or "-" in b or a == b
+
+
+async def copy_workers(w: Workers, jobs: MemoryObjectReceiveStream[KeyJob], n: int) -> None:
+    async with anyio.create_task_group() as tg, jobs:
+        for _ in range(n):
+            tg.start_soon(w.worker, jobs.clone())

