@@ -141,6 +141,13 @@ class Manifest:
                 "pass a different --manifest, or rerun with that job's arguments"
             )
 
+    def snapshot(self) -> Manifest:
+        """A second, read-only connection that sees the manifest as it is now, and only that."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        conn.execute("BEGIN")
+        conn.execute("SELECT count(*) FROM shard").fetchone()  # pins the WAL snapshot
+        return Manifest(self.path, conn)
+
     def close(self) -> None:
         self.conn.close()
 

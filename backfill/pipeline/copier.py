@@ -104,28 +104,32 @@ class Workers:
         await self.checkpoint.outcome(job.key, it.seq, state, rvid, why)
 
     async def reconcile(self, job: KeyJob, dkey: str) -> None:
-        """The first unfinished version may have reached the replica before the last run died.
+        """Versions of this key may have reached the replica before the last run died.
 
-        Look for it among the replica's versions of this key that the manifest does
-        not know (and that are younger than the job): if one matches, record it
-        instead of copying again. Only the first can match: a key's versions are
-        copied one after another, and a failure stops the key.
+        Copies of one key happen in order, and outcomes are committed in batches,
+        so what a crash can leave behind is a run of copies at the end of the
+        replica's history that the manifest does not know: the replica versions
+        after the last one the manifest recorded (and younger than the job). They
+        are matched, in order, against the unfinished versions; each match is
+        recorded instead of copied again.
         """
-        first = job.items[0]
-        replica = self.copier.dest
-        history = await replica.key_history(dkey)
+        history = await self.copier.dest.key_history(dkey)  # oldest first
         since = (self.first_run_started - timedelta(minutes=5)) if self.first_run_started else None
-        for r in reversed(history):  # newest first
+        tail: list[Version] = []
+        for r in reversed(history):
             if r.version_id in job.known:
                 break  # everything older is accounted for
             if since is not None and r.last_modified and _parse(r.last_modified) < since:
+                break  # there before this job started: not ours
+            tail.append(r)
+        tail.reverse()
+        todo = [it for it in job.items if it.state is not State.COPIED]
+        for it, r in zip(todo, tail, strict=False):
+            if not _same(it.version, r):
                 break
-            if _same(first.version, r):
-                self.counters.recovered += 1
-                await self._record(job, first, State.COPIED, rvid=r.version_id)
-                self.counters.copied -= 1  # counted as recovered, not copied by this run
-                self.counters.copied_bytes -= first.version.size
-                return
+            self.counters.recovered += 1
+            await self.checkpoint.outcome(job.key, it.seq, State.COPIED, r.version_id)
+            it.state, it.replica_version_id = State.COPIED, r.version_id
 
 
 def _parse(ts: str) -> datetime:

@@ -16,6 +16,8 @@ from backfill.config import Filters
 from backfill.models import Item, KeyJob, Shard, Version
 from backfill.s3 import Bucket
 
+FIRST_PAGE = 100
+
 Record = Callable[[int, list[KeyJob], str | None, bool], Awaitable[None]]
 
 
@@ -57,11 +59,17 @@ async def list_shard(
     version_marker: str | None = None
     carry: list[Version] = []  # the current key's versions so far, newest first
     done = False
+    page_size = FIRST_PAGE  # a small first page gets copies going within a second
     while not done:
-        page = await src.list_versions(shard.prefix, key_marker, version_marker)
+        page = await src.list_versions(shard.prefix, key_marker, version_marker, max_keys=page_size)
+        page_size = 1000
         jobs: list[KeyJob] = []
         complete: list[list[Version]] = []
         for v in page.entries:
+            if key_marker is not None and (v.key < key_marker or (v.key == key_marker and not version_marker)):
+                continue  # at or before the marker: some servers repeat it (S3 lists strictly after it)
+            if carry and v.key == carry[0].key and any(c.version_id == v.version_id for c in carry):
+                continue  # a version repeated across a page boundary
             if shard.upto is not None and v.key > shard.upto:
                 done = True
                 break

@@ -56,8 +56,6 @@ class RunResult:
 
 
 async def _preflight(cfg: RunConfig, src: Bucket, dst: Bucket) -> bool:
-    await src.check_access()
-    await dst.check_access()
     if cfg.options.versions == "all" and not cfg.dry_run:
         status = await dst.versioning()
         if status != "Enabled":
@@ -159,12 +157,15 @@ async def _pipeline(
                 )
                 counters.shards_listed += 1
 
+    # What earlier runs left unfinished, read from a snapshot taken before this run writes
+    # anything: rows the listers add from now on are theirs, never the resumer's too.
+    reader = manifest.snapshot() if manifest is not None else None
+
     async def resumer(jobs: MemoryObjectSendStream[KeyJob]) -> None:
         """Unfinished versions of earlier runs go first (each key rechecked against the replica)."""
         async with jobs:
-            if manifest is None:
+            if reader is None:
                 return
-            reader = Manifest.open(manifest.path, None, create=False)
             try:
                 for shard_id in resumable:
                     for job in reader.unfinished(shard_id):

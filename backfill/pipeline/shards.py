@@ -40,6 +40,8 @@ async def discover(bucket: Bucket, prefix: str, target: int, budget: float = 1.0
     """At most `target` shards, found within about `budget` seconds."""
     if target <= 1:
         return [Shard(0, prefix, None, None)]
+    if not (await bucket.list_versions(prefix, None, None)).truncated:
+        return [Shard(0, prefix, None, None)]  # one page holds it all: one listing stream is plenty
     cps, _keys, truncated = await bucket.list_delimited(prefix)
     if not cps:
         if not truncated:
