@@ -67,6 +67,10 @@ RETRY_CODES = frozenset(
         "GatewayTimeout",
     }
 )
+# Refusals about one object, whatever their HTTP status (archived objects answer 403).
+OBJECT_CODES = frozenset(
+    {"InvalidObjectState", "ObjectNotInActiveTierError", "NoSuchVersion", "NoSuchKey", "PreconditionFailed"}
+)
 DENIED_CODES = frozenset(
     {
         "AccessDenied",
@@ -112,6 +116,8 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
         code = error_code(exc)
         status = http_status(exc)
         msg = str(exc.response.get("Error", {}).get("Message", "")) or code
+        if code in OBJECT_CODES:
+            return ObjectError(f"{what}: {code}: {msg}", code=code)
         if code in THROTTLE_CODES or status == 429:
             return RetryableError(f"{what}: {code or status} (throttled)", throttled=True)
         if status == 503 and code in ("", "ServiceUnavailable", "503"):

@@ -76,19 +76,22 @@ class Display:
         from tqdm import tqdm
 
         bar = tqdm(total=0, unit="ver", file=self.stream, dynamic_ncols=True, smoothing=0.1)
-        try:
-            while True:
-                listing_done = self.c.shards and self.c.shards_listed >= self.c.shards
-                bar.total = self.c.listed
-                bar.n = self.c.done
-                bar.set_postfix_str(
-                    f"{human_bytes(self.c.copied_bytes)}, {self.c.failed} failed, "
-                    + ("listed" if listing_done else f"listing {self.c.shards_listed}/{self.c.shards}"),
-                    refresh=False,
-                )
-                bar.refresh()
-                await anyio.sleep(0.5)
-        finally:
+
+        def update() -> None:
+            listing_done = self.c.shards and self.c.shards_listed >= self.c.shards
             bar.total = self.c.listed
             bar.n = self.c.done
+            bar.set_postfix_str(
+                f"{human_bytes(self.c.copied_bytes)}, {self.c.failed} failed, "
+                + ("listed" if listing_done else f"listing {self.c.shards_listed}/{self.c.shards} shards"),
+                refresh=False,
+            )
+            bar.refresh()
+
+        try:
+            while True:
+                update()
+                await anyio.sleep(0.5)
+        finally:
+            update()
             bar.close()

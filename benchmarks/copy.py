@@ -103,6 +103,7 @@ def main() -> None:
             "client_cpu_ms_per_copy": round(cpu * 1000 / copied, 3),
             "client_peak_rss_mib": round(after.ru_maxrss / 1024, 1),
             "first_copy_seconds": summary["this_run"]["first_copy_seconds"],
+            "manifest_bytes_per_version": round(sum(f.stat().st_size for f in Path(tmp).glob("m.db*")) / copied, 1),
             "pinned": pin,
         }
         print(json.dumps(result, indent=2))

@@ -290,3 +290,26 @@ def test_sizes_parse(size: str) -> None:
     from backfill.config import parse_size
 
     assert parse_size(size) == {"8": 8, "5GiB": 5 * 1024**3, "1.5MiB": int(1.5 * 1024**2)}[size]
+
+
+def test_unversioned_source_copies_its_null_versions(store: Store, manifest: str) -> None:
+    src, dst = store.buckets(versioned=False)
+    for i in range(5):
+        store.client.put_object(Bucket=src, Key=f"plain/{i}", Body=f"{i}".encode())
+    r = store.run("copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest)
+    assert r.code == 0, r.stderr
+    assert shape(store.history(src)) == shape(store.history(dst))
+
+
+def test_archived_versions_are_skipped_and_reported(moto: Store, manifest: str) -> None:
+    src, dst = moto.buckets()
+    moto.client.put_object(Bucket=src, Key="cold/archived", Body=b"frozen", StorageClass="GLACIER")
+    moto.client.put_object(Bucket=src, Key="hot/object", Body=b"warm")
+    r = moto.run("copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--json")
+    assert r.code == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["job"]["copied"] == 1 and s["job"]["skipped"] == 1
+    assert any("archived (GLACIER)" in reason for reason in s["problems"])
+    assert set(moto.history(dst)) == {"hot/object"}
+    st = json.loads(moto.run("status", "--manifest", manifest, "--json").stdout)
+    assert st["examples"][0]["key"] == "cold/archived" and st["examples"][0]["state"] == "skipped"

@@ -20,7 +20,7 @@ from backfill.s3 import Copier
 
 # Error codes that mean "this version cannot be had", not "this run is broken".
 _VANISHED = frozenset({"NoSuchVersion", "NoSuchKey", "404"})
-_ARCHIVED = frozenset({"InvalidObjectState"})
+_ARCHIVED = frozenset({"InvalidObjectState", "ObjectNotInActiveTierError"})
 BLOCKED = "an earlier version of this key failed; versions are copied in order"
 
 

@@ -36,7 +36,7 @@ def _evenly(items: list[str], shards: int) -> list[str]:
     return [items[int(i * step)] for i in range(1, shards)]
 
 
-async def discover(bucket: Bucket, prefix: str, target: int, budget: float = 1.0) -> list[Shard]:
+async def discover(bucket: Bucket, prefix: str, target: int, budget: float = 0.5) -> list[Shard]:
     """At most `target` shards, found within about `budget` seconds."""
     if target <= 1:
         return [Shard(0, prefix, None, None)]
@@ -56,7 +56,9 @@ async def discover(bucket: Bucket, prefix: str, target: int, budget: float = 1.0
             deeper: list[str] = []
 
             async def expand(p: str, out: list[str] = deeper) -> None:
-                sub, _k, _t = await bucket.list_delimited(p)
+                # A small page: deeper levels only refine the balance, and parsing a
+                # thousand keys per prefix would delay the first copy.
+                sub, _k, _t = await bucket.list_delimited(p, max_keys=100)
                 out.extend(sub)
 
             async with anyio.create_task_group() as tg:
