@@ -128,6 +128,13 @@ def copy(
         bool, typer.Option("--dry-run", help="List and count what would be copied; write nothing.")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    settle_seconds: Annotated[
+        float | None,
+        typer.Option(
+            help="After an abrupt stop, wait this long (from the last run's last write) for copies it left "
+            "in flight before checking them [default: 10 s + 1 s per 20 MiB of the largest]."
+        ),
+    ] = None,
     progress_interval: Annotated[
         float, typer.Option(help="Seconds between progress lines when not on a terminal.")
     ] = 30.0,
@@ -165,6 +172,7 @@ def copy(
             max_rps=max_rps,
             dry_run=dry_run,
             progress_interval=progress_interval,
+            settle_seconds=settle_seconds,
         ).validate()
 
     cfg = _guard(build)

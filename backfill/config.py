@@ -103,6 +103,7 @@ class RunConfig:
     max_rps: float | None = None
     dry_run: bool = False
     grace_seconds: float = 30.0
+    settle_seconds: float | None = None  # None: derived from the largest unfinished version
     progress_interval: float = 30.0
 
     def validate(self) -> RunConfig:

@@ -210,6 +210,11 @@ class Manifest:
             )
 
     @staticmethod
+    def set_job_value(c: sqlite3.Connection, name: str, value: str) -> None:
+        """Run bookkeeping beside the job's identity (not part of it)."""
+        c.execute("INSERT OR REPLACE INTO job VALUES (?, ?)", (name, value))
+
+    @staticmethod
     def write_outcomes(c: sqlite3.Connection, rows: list[tuple[int, str, str, str, int]]) -> None:
         """rows: (state, replica version id, why, key, seq)."""
         c.executemany(
@@ -238,6 +243,13 @@ class Manifest:
             job.items.append(Item(seq, v))
         if job is not None:
             yield job
+
+    def unfinished_keys(self, limit: int) -> list[str]:
+        rows = self.conn.execute("SELECT key FROM version WHERE state IN (0, 2) LIMIT ?", (limit,))
+        return [r[0] for r in rows]
+
+    def largest_unfinished(self) -> int:
+        return int(self.conn.execute("SELECT coalesce(max(size), 0) FROM version WHERE state IN (0, 2)").fetchone()[0])
 
     def recorded_replica_versions(self, key: str) -> frozenset[str]:
         rows = self.conn.execute("SELECT rvid FROM version WHERE key = ? AND rvid IS NOT NULL", (key,))

@@ -95,11 +95,11 @@ class Checkpoint:
         with self.manifest.transaction() as c:
             for m in batch:
                 if isinstance(m, _Listed):
-                    # Flush outcomes first: they may be of rows listed earlier, never of this page.
                     Manifest.write_listed(c, m.jobs, m.shard, m.marker, m.done)
                     self.rows += sum(len(j.items) for j in m.jobs)
                 else:
                     outcomes.append(m)
             Manifest.write_outcomes(c, outcomes)
+            Manifest.set_job_value(c, "heartbeat", f"{time.time():.3f}")
         self.rows += len(outcomes)
         self.transactions += 1

@@ -7,7 +7,7 @@ version is seen. Each page's complete keys are written ahead to the manifest
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 
 from anyio.streams.memory import MemoryObjectSendStream
@@ -45,32 +45,30 @@ def key_job(
     return KeyJob(shard, key, [Item(seq, v) for seq, v in enumerate(reversed(history))])
 
 
-async def list_shard(
-    src: Bucket,
-    shard: Shard,
-    marker: str | None,
-    *,
-    record: Record,
-    out: MemoryObjectSendStream[KeyJob],
-    make_job: Callable[[int, list[Version]], KeyJob | None],
-    on_page: Callable[[list[KeyJob]], None],
-) -> None:
-    key_marker = marker if marker is not None else shard.after
+async def key_pages(
+    bucket: Bucket, prefix: str, after: str | None, upto: str | None, *, first_page: int = FIRST_PAGE
+) -> AsyncIterator[tuple[list[list[Version]], bool]]:
+    """Complete key histories (each newest first) of keys under `prefix` with after < key <= upto.
+
+    Yields once per listing page: the keys that page completed (a key whose
+    versions straddle pages is held back until its last version is seen) and
+    whether the range is exhausted.
+    """
+    key_marker = after
     version_marker: str | None = None
     carry: list[Version] = []  # the current key's versions so far, newest first
     done = False
-    page_size = FIRST_PAGE  # a small first page gets copies going within a second
+    page_size = first_page  # a small first page gets work going within a second
     while not done:
-        page = await src.list_versions(shard.prefix, key_marker, version_marker, max_keys=page_size)
+        page = await bucket.list_versions(prefix, key_marker, version_marker, max_keys=page_size)
         page_size = 1000
-        jobs: list[KeyJob] = []
         complete: list[list[Version]] = []
         for v in page.entries:
             if key_marker is not None and (v.key < key_marker or (v.key == key_marker and not version_marker)):
                 continue  # at or before the marker: some servers repeat it (S3 lists strictly after it)
             if carry and v.key == carry[0].key and any(c.version_id == v.version_id for c in carry):
                 continue  # a version repeated across a page boundary
-            if shard.upto is not None and v.key > shard.upto:
+            if upto is not None and v.key > upto:
                 done = True
                 break
             if carry and carry[0].key != v.key:
@@ -82,17 +80,26 @@ async def list_shard(
         if done and carry:
             complete.append(carry)
             carry = []
-        for history in complete:
-            job = make_job(shard.id, history)
-            if job is not None:
-                jobs.append(job)
-        last_complete = complete[-1][0].key if complete else None
-        if not complete and not done:
-            # One key with more versions than a page: nothing complete yet, nothing to record.
-            key_marker, version_marker = page.next_key_marker, page.next_version_id_marker
-            continue
-        await record(shard.id, jobs, last_complete, done)
+        if complete or done:
+            yield complete, done
+        key_marker, version_marker = page.next_key_marker, page.next_version_id_marker
+
+
+async def list_shard(
+    src: Bucket,
+    shard: Shard,
+    marker: str | None,
+    *,
+    record: Record,
+    out: MemoryObjectSendStream[KeyJob],
+    make_job: Callable[[int, list[Version]], KeyJob | None],
+    on_page: Callable[[list[KeyJob]], None],
+) -> None:
+    """List one shard (from its resume marker): write each page ahead, then hand its keys on."""
+    after = marker if marker is not None else shard.after
+    async for complete, done in key_pages(src, shard.prefix, after, shard.upto):
+        jobs = [j for j in (make_job(shard.id, h) for h in complete) if j is not None]
+        await record(shard.id, jobs, complete[-1][0].key if complete else None, done)
         on_page(jobs)
         for job in jobs:
             await out.send(job)
-        key_marker, version_marker = page.next_key_marker, page.next_version_id_marker

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -33,6 +34,7 @@ from backfill.progress import Counters, Display
 from backfill.s3 import Bucket, Copier, open_bucket
 
 MAX_LISTERS = 8
+SETTLE_RATE = 20 * 1024 * 1024  # bytes/s a server-side copy is assumed to manage at least
 
 
 @dataclass(slots=True)
@@ -160,6 +162,18 @@ async def _pipeline(
     # What earlier runs left unfinished, read from a snapshot taken before this run writes
     # anything: rows the listers add from now on are theirs, never the resumer's too.
     reader = manifest.snapshot() if manifest is not None else None
+    settle_until = 0.0
+    if manifest is not None and reader is not None:
+        previous = reader.job()
+        if previous.get("clean", "1") != "1":
+            # The last run died with copies in flight. S3 finishes a request whose client
+            # has gone, possibly well after a restart: check those versions against the
+            # replica only once such stragglers have landed.
+            largest = reader.largest_unfinished()
+            settle = cfg.settle_seconds if cfg.settle_seconds is not None else 10 + largest / SETTLE_RATE
+            settle_until = float(previous.get("heartbeat", "0")) + settle
+        with manifest.transaction() as c:
+            Manifest.set_job_value(c, "clean", "0")
 
     async def resumer(jobs: MemoryObjectSendStream[KeyJob]) -> None:
         """Unfinished versions of earlier runs go first (each key rechecked against the replica)."""
@@ -167,6 +181,15 @@ async def _pipeline(
             if reader is None:
                 return
             try:
+                wait = settle_until - time.time()
+                if wait > 0 and reader.unfinished_keys(1):
+                    print(
+                        f"the last run stopped abruptly: waiting {wait:.0f} s for copies it left in flight "
+                        "to land before checking its unfinished versions against the replica",
+                        file=out,
+                        flush=True,
+                    )
+                    await anyio.sleep(wait)
                 for shard_id in resumable:
                     for job in reader.unfinished(shard_id):
                         on_page([job])
@@ -227,6 +250,9 @@ async def _pipeline(
             await checkpoint.close()
     if error is not None:
         raise error
+    if manifest is not None and not pipeline_scope.cancelled_caught:
+        with manifest.transaction() as c:
+            Manifest.set_job_value(c, "clean", "1")  # no copy was abandoned in flight
 
     result = RunResult(counters, cfg.dry_run, interrupted, cfg.manifest if manifest else "")
     if manifest is not None:
