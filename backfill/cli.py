@@ -23,11 +23,14 @@ from backfill.config import (
     Filters,
     RunConfig,
     Side,
+    VerifyConfig,
     parse_s3_url,
     parse_size,
     parse_time,
 )
 from backfill.errors import UserError
+from backfill.pipeline.runner import run_copy
+from backfill.pipeline.verifier import CATEGORIES, run_verify
 from backfill.progress import human_bytes
 
 app = typer.Typer(
@@ -76,6 +79,21 @@ def default_manifest(src: str, dst: str) -> str:
 
 def _endpoint(side_value: str | None, shared: str | None) -> str | None:
     return side_value or shared or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _sides(
+    source: str,
+    dest: str,
+    profiles: tuple[str | None, str | None],
+    regions: tuple[str | None, str | None],
+    endpoints: tuple[str | None, str | None, str | None],
+) -> tuple[Side, Side]:
+    """The two sides from the shared options; endpoints are (both, source, dest)."""
+    both, src_ep, dst_ep = endpoints
+    return (
+        Side(parse_s3_url(source), profiles[0], regions[0], _endpoint(src_ep, both)),
+        Side(parse_s3_url(dest), profiles[1], regions[1], _endpoint(dst_ep, both)),
+    )
 
 
 SourceProfile = Annotated[str | None, typer.Option("--source-profile", help="AWS profile that lists the source.")]
@@ -128,6 +146,9 @@ def copy(
         bool, typer.Option("--dry-run", help="List and count what would be copied; write nothing.")
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    verify_after: Annotated[
+        bool, typer.Option("--verify", help="Verify the replica against the manifest when the copy ends.")
+    ] = False,
     settle_seconds: Annotated[
         float | None,
         typer.Option(
@@ -149,11 +170,16 @@ def copy(
         if acl is not None and acl not in ("bucket-owner-full-control", "private"):
             raise UserError("--acl takes bucket-owner-full-control or private")
         mode: Literal["all", "latest"] = "all" if versions == "all" else "latest"
+        src_side, dst_side = _sides(
+            source,
+            dest,
+            (source_profile, dest_profile),
+            (source_region, dest_region),
+            (endpoint_url, source_endpoint_url, dest_endpoint_url),
+        )
         return RunConfig(
-            source=Side(
-                parse_s3_url(source), source_profile, source_region, _endpoint(source_endpoint_url, endpoint_url)
-            ),
-            dest=Side(parse_s3_url(dest), dest_profile, dest_region, _endpoint(dest_endpoint_url, endpoint_url)),
+            source=src_side,
+            dest=dst_side,
             manifest=manifest or default_manifest(source, dest),
             options=CopyOptions(
                 versions=mode,
@@ -176,16 +202,31 @@ def copy(
         ).validate()
 
     cfg = _guard(build)
-    from backfill.pipeline.runner import run_copy
-
     if not dry_run:
         typer.echo(f"manifest: {cfg.manifest}", err=True)
     result = _guard(lambda: anyio.run(run_copy, cfg))
     summary = _copy_summary(result)
+    code = result.exit_code
+    if verify_after and not dry_run and not result.interrupted:
+        vcfg = VerifyConfig(
+            cfg.source,
+            cfg.dest,
+            manifest=cfg.manifest,
+            versions=cfg.options.versions,
+            concurrency=cfg.concurrency,
+            max_rps=cfg.max_rps,
+            progress_interval=progress_interval,
+        )
+        typer.echo("verifying the replica against the manifest…", err=True)
+        verified = _guard(lambda: anyio.run(run_verify, vcfg))
+        summary["verify"] = _verify_summary(verified)
+        code = max(code, verified.exit_code)
     _print_copy(result, summary, json_out)
+    if "verify" in summary:
+        _print_verify(summary["verify"], json_out=False, err=json_out)
     if result.interrupted:
         typer.echo(f"stopped. To resume, run: {shlex.join(['backfill', *sys.argv[1:]])}", err=True)
-    raise typer.Exit(result.exit_code)
+    raise typer.Exit(code)
 
 
 def _copy_summary(r: Any) -> dict[str, Any]:
@@ -248,6 +289,101 @@ def _print_copy(r: Any, s: dict[str, Any], json_out: bool) -> None:
                 f"details: backfill status --manifest {r.manifest}"
             )
     typer.echo("\n".join(lines), err=json_out)
+
+
+@app.command()
+def verify(
+    source: Annotated[str, typer.Argument(help="s3://SRC-BUCKET[/PREFIX]")],
+    dest: Annotated[str, typer.Argument(help="s3://DST-BUCKET[/PREFIX]")],
+    manifest: Annotated[
+        str | None, typer.Option(help="Check the versions a backfill recorded (source → replica version).")
+    ] = None,
+    versions: Annotated[str, typer.Option(help="all: whole histories; latest: current objects.")] = "all",
+    report: Annotated[str | None, typer.Option(help="Write one row per difference to this .csv or .json.")] = None,
+    deep: Annotated[
+        bool, typer.Option("--deep", help="When metadata cannot decide, compare content (streamed GETs).")
+    ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
+    source_profile: SourceProfile = None,
+    dest_profile: DestProfile = None,
+    source_region: SourceRegion = None,
+    dest_region: DestRegion = None,
+    endpoint_url: Endpoint = None,
+    source_endpoint_url: SourceEndpoint = None,
+    dest_endpoint_url: DestEndpoint = None,
+    concurrency: Annotated[int, typer.Option(help="Ceiling of HEAD/GET requests in flight.")] = 64,
+    shards: Annotated[str, typer.Option(help="auto, or the number of key-range shards.")] = "auto",
+    max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
+    progress_interval: Annotated[
+        float, typer.Option(help="Seconds between progress lines when not on a terminal.")
+    ] = 30.0,
+) -> None:
+    """Compare source and replica, every version: exit 0 identical, 1 differences (see --report)."""
+
+    def build() -> VerifyConfig:
+        if versions not in ("all", "latest"):
+            raise UserError(f"--versions must be 'all' or 'latest', not {versions!r}")
+        if shards != "auto" and not shards.isdigit():
+            raise UserError(f"--shards must be 'auto' or a number, not {shards!r}")
+        src_side, dst_side = _sides(
+            source,
+            dest,
+            (source_profile, dest_profile),
+            (source_region, dest_region),
+            (endpoint_url, source_endpoint_url, dest_endpoint_url),
+        )
+        return VerifyConfig(
+            src_side,
+            dst_side,
+            manifest=manifest,
+            versions="all" if versions == "all" else "latest",
+            report=report,
+            deep=deep,
+            concurrency=concurrency,
+            shards=None if shards == "auto" else int(shards),
+            max_rps=max_rps,
+            progress_interval=progress_interval,
+        ).validate()
+
+    cfg = _guard(build)
+    result = _guard(lambda: anyio.run(run_verify, cfg))
+    _print_verify(_verify_summary(result), json_out=json_out)
+    raise typer.Exit(result.exit_code)
+
+
+def _verify_summary(r: Any) -> dict[str, Any]:
+    c = r.counters
+    return {
+        "mode": r.mode,
+        "keys": c.keys,
+        "versions": c.versions,
+        "identical": c.identical,
+        "identical_by": dict(c.by),
+        "differences": {k: c.differences.get(k, 0) for k in CATEGORIES},
+        "report": r.report,
+        "exit_code": r.exit_code,
+    }
+
+
+def _print_verify(s: dict[str, Any], *, json_out: bool, err: bool = False) -> None:
+    if json_out:
+        typer.echo(json.dumps(s, indent=2, sort_keys=True))
+        err = True
+    how = ", ".join(f"{n:,} by {k}" for k, n in sorted(s["identical_by"].items()))
+    lines = [
+        f"verify ({s['mode']}): {s['keys']:,} keys, {s['versions']:,} source versions; "
+        f"{s['identical']:,} identical" + (f" ({how})" if how else ""),
+    ]
+    total = sum(s["differences"].values())
+    lines.append("no differences" if not total else f"{total:,} differences:")
+    for k, n in s["differences"].items():
+        if n:
+            lines.append(f"  {k:20} {n:>10,}")
+    if total and s["report"]:
+        lines.append(f"listed in {s['report']}")
+    elif total:
+        lines.append("pass --report FILE.csv to list them")
+    typer.echo("\n".join(lines), err=err)
 
 
 @app.command()

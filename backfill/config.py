@@ -138,3 +138,24 @@ class RunConfig:
 
     def dest_key(self, src_key: str) -> str:
         return self.dest.url.prefix + src_key[len(self.source.url.prefix) :]
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyConfig:
+    source: Side
+    dest: Side
+    manifest: str | None = None
+    versions: Literal["all", "latest"] = "all"
+    report: str | None = None
+    deep: bool = False
+    concurrency: int = 64
+    shards: int | None = None
+    max_rps: float | None = None
+    progress_interval: float = 30.0
+
+    def validate(self) -> VerifyConfig:
+        if self.concurrency < 1:
+            raise UserError("--concurrency must be at least 1")
+        if self.report is not None and not self.report.endswith((".csv", ".json")):
+            raise UserError(f"--report {self.report}: name a .csv or a .json file")
+        return self

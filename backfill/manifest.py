@@ -251,6 +251,11 @@ class Manifest:
     def largest_unfinished(self) -> int:
         return int(self.conn.execute("SELECT coalesce(max(size), 0) FROM version WHERE state IN (0, 2)").fetchone()[0])
 
+    def versions_of(self, key: str) -> dict[str, tuple[str, str, str]]:
+        """A key's recorded versions: source version ID → (state, replica version ID, why)."""
+        rows = self.conn.execute("SELECT vid, state, rvid, why FROM version WHERE key = ?", (key,))
+        return {vid: (State(st).name.lower(), rvid or "", why or "") for vid, st, rvid, why in rows}
+
     def recorded_replica_versions(self, key: str) -> frozenset[str]:
         rows = self.conn.execute("SELECT rvid FROM version WHERE key = ? AND rvid IS NOT NULL", (key,))
         return frozenset(r[0] for r in rows)

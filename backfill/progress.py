@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 import anyio
 
@@ -94,4 +94,35 @@ class Display:
                 await anyio.sleep(0.5)
         finally:
             update()
+            bar.close()
+
+
+class VerifyDisplay:
+    """Progress of a verify: keys and versions compared, differences so far."""
+
+    def __init__(self, counters: Any, interval: float, stream: TextIO | None = None) -> None:
+        self.c = counters
+        self.interval = interval
+        self.stream = stream or sys.stderr
+
+    def line(self) -> str:
+        c = self.c
+        return f"{c.keys:,} keys, {c.versions:,} versions compared, {c.identical:,} identical, {c.different:,} differ"
+
+    async def run(self) -> None:
+        if not self.stream.isatty():
+            while True:
+                await anyio.sleep(self.interval)
+                print(f"[backfill verify] {self.line()}", file=self.stream, flush=True)
+        from tqdm import tqdm
+
+        bar = tqdm(unit="ver", file=self.stream, dynamic_ncols=True)
+        try:
+            while True:
+                bar.n = self.c.versions
+                bar.set_postfix_str(f"{self.c.different:,} differ", refresh=False)
+                bar.refresh()
+                await anyio.sleep(0.5)
+        finally:
+            bar.n = self.c.versions
             bar.close()

@@ -164,12 +164,15 @@ def _botocore_config(side: Side, pool: int) -> AioConfig:
 class Bucket:
     """One bucket seen through one principal's client, with the pacer for its requests."""
 
-    def __init__(self, client: Any, name: str, label: str, who: str, pacer: Pacer) -> None:
+    def __init__(
+        self, client: Any, name: str, label: str, who: str, pacer: Pacer, list_pacer: Pacer | None = None
+    ) -> None:
         self.client = client
         self.name = name
         self.label = label  # "source" / "replica", for messages
         self.who = who  # "profile X" or "the default credentials", for messages
-        self.pacer = pacer
+        self.pacer = pacer  # object requests
+        self.list_pacer = list_pacer or pacer  # listings
 
     async def _call(self, what: str, op: str, /, pacer: Pacer | None = None, **params: Any) -> Any:
         fn = getattr(self.client, op)
@@ -226,7 +229,9 @@ class Bucket:
             params["KeyMarker"] = key_marker
             if version_id_marker:
                 params["VersionIdMarker"] = version_id_marker
-        r = await self._call(f"ListObjectVersions s3://{self.name}/{prefix}", "list_object_versions", **params)
+        r = await self._call(
+            f"ListObjectVersions s3://{self.name}/{prefix}", "list_object_versions", pacer=self.list_pacer, **params
+        )
         page: VersionPage = r[_ENTRIES]
         return page
 
@@ -235,6 +240,7 @@ class Bucket:
         r = await self._call(
             f"ListObjectsV2 s3://{self.name}/{prefix}",
             "list_objects_v2",
+            pacer=self.list_pacer,
             Bucket=self.name,
             Prefix=prefix,
             Delimiter="/",
@@ -260,12 +266,23 @@ class Bucket:
 
     # --- reads of one version ----------------------------------------------
 
-    async def head(self, key: str, version_id: str, part_number: int | None = None) -> dict[str, Any]:
+    async def head(
+        self, key: str, version_id: str, part_number: int | None = None, *, checksums: bool = False
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"Bucket": self.name, "Key": key, "VersionId": version_id}
         if part_number is not None:
             params["PartNumber"] = part_number
+        if checksums:
+            params["ChecksumMode"] = "ENABLED"
         r: dict[str, Any] = await self._call(f"HeadObject {self.url(key)}", "head_object", **params)
         return r
+
+    async def get_body(self, key: str, version_id: str) -> Any:
+        """The streaming body of one version (the caller reads and closes it)."""
+        r = await self._call(
+            f"GetObject {self.url(key)}", "get_object", Bucket=self.name, Key=key, VersionId=version_id
+        )
+        return r["Body"]
 
     async def tagging(self, key: str, version_id: str) -> str:
         r = await self._call(
@@ -437,7 +454,9 @@ def _session(profile: str | None) -> aioboto3.Session:
 
 
 @contextlib.asynccontextmanager
-async def open_bucket(side: Side, label: str, pacer: Pacer, pool: int) -> AsyncIterator[Bucket]:
+async def open_bucket(
+    side: Side, label: str, pacer: Pacer, pool: int, list_pacer: Pacer | None = None
+) -> AsyncIterator[Bucket]:
     """A Bucket for one side, checked with HeadBucket, in the bucket's own region.
 
     Without --*-region the client starts in the profile's region (or us-east-1)
@@ -455,7 +474,7 @@ async def open_bucket(side: Side, label: str, pacer: Pacer, pool: int) -> AsyncI
             raise classify(exc, what=f"{label} client") from exc
         try:
             client.meta.events.register("before-parse.s3.ListObjectVersions", _capture_versions_body)
-            bucket = Bucket(client, side.url.bucket, label, who(side.profile), pacer)
+            bucket = Bucket(client, side.url.bucket, label, who(side.profile), pacer, list_pacer)
             actual = await bucket.check_access()
             if actual and actual != region and not side.region:
                 region = actual
