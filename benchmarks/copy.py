@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--versions-per-key", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--versions", default="latest")
+    ap.add_argument("--verify", action="store_true", help="also time a verify and its peak RSS")
     args = ap.parse_args()
     pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
     with tempfile.TemporaryDirectory() as tmp, local_s3(Path(tmp) / "sw", cpu=0 if pin else None) as s:
@@ -106,6 +107,21 @@ def main() -> None:
             "manifest_bytes_per_version": round(sum(f.stat().st_size for f in Path(tmp).glob("m.db*")) / copied, 1),
             "pinned": pin,
         }
+        if args.verify:
+            # Peak RSS of the verify process alone (a wrapper process reports its only child).
+            vcmd = [sys.executable, "-m", "backfill", "verify", "s3://bench-src", "s3://bench-dst", "--json"]
+            if args.versions == "latest":
+                vcmd += ["--versions", "latest"]
+            wrapper = (
+                "import resource, subprocess, sys, time; t = time.monotonic(); "
+                "p = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+                "print(p.returncode, time.monotonic() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+            )
+            w = subprocess.run([sys.executable, "-c", wrapper, *vcmd], env=env, capture_output=True, text=True)
+            code, seconds, rss = w.stdout.split()
+            assert code == "0", w.stderr
+            result["verify_seconds"] = round(float(seconds), 2)
+            result["verify_peak_rss_mib"] = round(int(rss) / 1024, 1)
         print(json.dumps(result, indent=2))
 
 
