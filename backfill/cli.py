@@ -81,6 +81,22 @@ def _endpoint(side_value: str | None, shared: str | None) -> str | None:
     return side_value or shared or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
+def _versions_mode(value: str) -> Literal["all", "latest"]:
+    if value == "all":
+        return "all"
+    if value == "latest":
+        return "latest"
+    raise UserError(f"--versions must be 'all' or 'latest', not {value!r}")
+
+
+def _shard_count(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit():
+        raise UserError(f"--shards must be 'auto' or a number, not {value!r}")
+    return int(value)
+
+
 def _sides(
     source: str,
     dest: str,
@@ -163,13 +179,8 @@ def copy(
     """Copy every version of SRC into DST, server-side; run it again to resume."""
 
     def build() -> RunConfig:
-        if versions not in ("all", "latest"):
-            raise UserError(f"--versions must be 'all' or 'latest', not {versions!r}")
-        if shards != "auto" and not shards.isdigit():
-            raise UserError(f"--shards must be 'auto' or a number, not {shards!r}")
         if acl is not None and acl not in ("bucket-owner-full-control", "private"):
             raise UserError("--acl takes bucket-owner-full-control or private")
-        mode: Literal["all", "latest"] = "all" if versions == "all" else "latest"
         src_side, dst_side = _sides(
             source,
             dest,
@@ -182,7 +193,7 @@ def copy(
             dest=dst_side,
             manifest=manifest or default_manifest(source, dest),
             options=CopyOptions(
-                versions=mode,
+                versions=_versions_mode(versions),
                 multipart_threshold=parse_size(multipart_threshold),
                 part_size=parse_size(part_size),
                 acl=acl,
@@ -194,7 +205,7 @@ def copy(
                 parse_time(modified_before) if modified_before else None,
             ),
             concurrency=concurrency,
-            shards=None if shards == "auto" else int(shards),
+            shards=_shard_count(shards),
             max_rps=max_rps,
             dry_run=dry_run,
             progress_interval=progress_interval,
@@ -321,10 +332,6 @@ def verify(
     """Compare source and replica, every version: exit 0 identical, 1 differences (see --report)."""
 
     def build() -> VerifyConfig:
-        if versions not in ("all", "latest"):
-            raise UserError(f"--versions must be 'all' or 'latest', not {versions!r}")
-        if shards != "auto" and not shards.isdigit():
-            raise UserError(f"--shards must be 'auto' or a number, not {shards!r}")
         src_side, dst_side = _sides(
             source,
             dest,
@@ -336,11 +343,11 @@ def verify(
             src_side,
             dst_side,
             manifest=manifest,
-            versions="all" if versions == "all" else "latest",
+            versions=_versions_mode(versions),
             report=report,
             deep=deep,
             concurrency=concurrency,
-            shards=None if shards == "auto" else int(shards),
+            shards=_shard_count(shards),
             max_rps=max_rps,
             progress_interval=progress_interval,
         ).validate()

@@ -51,6 +51,11 @@ def parse_s3_url(text: str) -> S3Url:
     return S3Url(bucket, prefix)
 
 
+def rebase(key: str, old_prefix: str, new_prefix: str) -> str:
+    """A key under one prefix, moved under another: how source keys map to replica keys."""
+    return new_prefix + key[len(old_prefix) :]
+
+
 def parse_time(text: str) -> datetime:
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -135,9 +140,6 @@ class RunConfig:
             "exclude": "\n".join(f.exclude),
             "modified_before": f.modified_before.isoformat() if f.modified_before else "",
         }
-
-    def dest_key(self, src_key: str) -> str:
-        return self.dest.url.prefix + src_key[len(self.source.url.prefix) :]
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,7 +68,3 @@ class KeyJob:
     items: list[Item]
     recheck: bool = False
     known: frozenset[str] = frozenset()  # replica version IDs the manifest has for this key
-
-
-def key_bytes(key: str) -> bytes:
-    return key.encode("utf-8", "surrogatepass")

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from backfill.config import rebase
 from backfill.errors import AccessDenied, ObjectError, RetryableError
 from backfill.models import Item, KeyJob, State, Version
 from backfill.pipeline.checkpoint import Checkpoint
@@ -35,7 +36,7 @@ class Workers:
     first_run_started: datetime | None
 
     def dest_key(self, key: str) -> str:
-        return self.dst_prefix + key[len(self.src_prefix) :]
+        return rebase(key, self.src_prefix, self.dst_prefix)
 
     async def worker(self, jobs: MemoryObjectReceiveStream[KeyJob]) -> None:
         async with jobs:

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from backfill.config import VerifyConfig
+from backfill.config import VerifyConfig, rebase
 from backfill.errors import ObjectError, UserError
 from backfill.manifest import Manifest
 from backfill.models import Shard, Version
@@ -84,10 +84,10 @@ class Verifier:
     # --- keys -----------------------------------------------------------------
 
     def dest_key(self, key: str) -> str:
-        return self.cfg.dest.url.prefix + key[len(self.cfg.source.url.prefix) :]
+        return rebase(key, self.cfg.source.url.prefix, self.cfg.dest.url.prefix)
 
     def source_key(self, dkey: str) -> str:
-        return self.cfg.source.url.prefix + dkey[len(self.cfg.dest.url.prefix) :]
+        return rebase(dkey, self.cfg.dest.url.prefix, self.cfg.source.url.prefix)
 
     def _dest_bound(self, bound: str | None) -> str | None:
         return None if bound is None else self.dest_key(bound)
