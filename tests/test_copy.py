@@ -313,3 +313,19 @@ def test_archived_versions_are_skipped_and_reported(moto: Store, manifest: str) 
     assert set(moto.history(dst)) == {"hot/object"}
     st = json.loads(moto.run("status", "--manifest", manifest, "--json").stdout)
     assert st["examples"][0]["key"] == "cold/archived" and st["examples"][0]["state"] == "skipped"
+
+
+def test_a_history_longer_than_a_listing_page(seaweed: Store, manifest: str) -> None:
+    """The first page of a shard holds 100 entries: 250 versions of one key straddle three pages."""
+    src, dst = seaweed.buckets()
+    c = seaweed.client
+    c.put_object(Bucket=src, Key="a-before", Body=b"b")
+    for v in range(250):
+        c.put_object(Bucket=src, Key="many", Body=f"version {v}".encode())
+        if v % 50 == 49:
+            c.delete_object(Bucket=src, Key="many")
+    c.put_object(Bucket=src, Key="z-after", Body=b"a")
+    r = seaweed.run("copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--json")
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["job"]["copied"] == 250 + 5 + 2
+    assert shape(seaweed.history(src)) == shape(seaweed.history(dst))

@@ -57,6 +57,7 @@ async def key_pages(
     key_marker = after
     version_marker: str | None = None
     carry: list[Version] = []  # the current key's versions so far, newest first
+    carry_ids: set[str] = set()
     done = False
     page_size = first_page  # a small first page gets work going within a second
     while not done:
@@ -66,20 +67,21 @@ async def key_pages(
         for v in page.entries:
             if key_marker is not None and (v.key < key_marker or (v.key == key_marker and not version_marker)):
                 continue  # at or before the marker: some servers repeat it (S3 lists strictly after it)
-            if carry and v.key == carry[0].key and any(c.version_id == v.version_id for c in carry):
+            if carry and v.key == carry[0].key and v.version_id in carry_ids:
                 continue  # a version repeated across a page boundary
             if upto is not None and v.key > upto:
                 done = True
                 break
             if carry and carry[0].key != v.key:
                 complete.append(carry)
-                carry = []
+                carry, carry_ids = [], set()
             carry.append(v)
+            carry_ids.add(v.version_id)
         if not page.truncated or not page.next_key_marker:
             done = True
         if done and carry:
             complete.append(carry)
-            carry = []
+            carry, carry_ids = [], set()
         if complete or done:
             yield complete, done
         key_marker, version_marker = page.next_key_marker, page.next_version_id_marker
