@@ -37,10 +37,6 @@ class AdaptiveLimiter:
     def limit(self) -> int:
         return int(self._limiter.total_tokens)
 
-    @property
-    def in_flight(self) -> int:
-        return self._limiter.borrowed_tokens
-
     async def __aenter__(self) -> None:
         await self._limiter.acquire()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Protocol, TextIO
 
 import anyio
 
@@ -32,7 +32,6 @@ class Counters:
     recovered: int = 0  # found already in the replica after a crash, recorded without copying
     failed: int = 0
     skipped: int = 0
-    last_failure: str = ""
 
     @property
     def done(self) -> int:
@@ -40,6 +39,14 @@ class Counters:
 
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def frame(self) -> tuple[int, int | None, str]:
+        listing = (
+            "listed"
+            if self.shards and self.shards_listed >= self.shards
+            else (f"listing {self.shards_listed}/{self.shards} shards")
+        )
+        return self.done, self.listed, f"{human_bytes(self.copied_bytes)}, {self.failed} failed, {listing}"
 
     def line(self) -> str:
         el = self.elapsed()
@@ -55,37 +62,40 @@ class Counters:
         )
 
 
-class Display:
-    """Shows the counters until stopped. Never writes to stdout (kept for --json)."""
+class Progress(Protocol):
+    def line(self) -> str:
+        """One log line, for a stream that is not a terminal."""
+        ...
 
-    def __init__(self, counters: Counters, interval: float, stream: TextIO | None = None) -> None:
-        self.c = counters
+    def frame(self) -> tuple[int, int | None, str]:
+        """(done, total or None, postfix) for the progress bar."""
+        ...
+
+
+class Display:
+    """Shows progress until cancelled: tqdm on a terminal, a line every `interval` s otherwise.
+
+    Writes to stderr only; stdout is kept for --json.
+    """
+
+    def __init__(self, progress: Progress, label: str, interval: float, stream: TextIO | None = None) -> None:
+        self.p = progress
+        self.label = label
         self.interval = interval
         self.stream = stream or sys.stderr
-        self.tty = self.stream.isatty()
 
     async def run(self) -> None:
-        if self.tty:
-            await self._bar()
-        else:
+        if not self.stream.isatty():
             while True:
                 await anyio.sleep(self.interval)
-                print(f"[backfill] {self.c.line()}", file=self.stream, flush=True)
-
-    async def _bar(self) -> None:
+                print(f"[{self.label}] {self.p.line()}", file=self.stream, flush=True)
         from tqdm import tqdm
 
         bar = tqdm(total=0, unit="ver", file=self.stream, dynamic_ncols=True, smoothing=0.1)
 
         def update() -> None:
-            listing_done = self.c.shards and self.c.shards_listed >= self.c.shards
-            bar.total = self.c.listed
-            bar.n = self.c.done
-            bar.set_postfix_str(
-                f"{human_bytes(self.c.copied_bytes)}, {self.c.failed} failed, "
-                + ("listed" if listing_done else f"listing {self.c.shards_listed}/{self.c.shards} shards"),
-                refresh=False,
-            )
+            bar.n, bar.total, postfix = self.p.frame()
+            bar.set_postfix_str(postfix, refresh=False)
             bar.refresh()
 
         try:
@@ -94,35 +104,4 @@ class Display:
                 await anyio.sleep(0.5)
         finally:
             update()
-            bar.close()
-
-
-class VerifyDisplay:
-    """Progress of a verify: keys and versions compared, differences so far."""
-
-    def __init__(self, counters: Any, interval: float, stream: TextIO | None = None) -> None:
-        self.c = counters
-        self.interval = interval
-        self.stream = stream or sys.stderr
-
-    def line(self) -> str:
-        c = self.c
-        return f"{c.keys:,} keys, {c.versions:,} versions compared, {c.identical:,} identical, {c.different:,} differ"
-
-    async def run(self) -> None:
-        if not self.stream.isatty():
-            while True:
-                await anyio.sleep(self.interval)
-                print(f"[backfill verify] {self.line()}", file=self.stream, flush=True)
-        from tqdm import tqdm
-
-        bar = tqdm(unit="ver", file=self.stream, dynamic_ncols=True)
-        try:
-            while True:
-                bar.n = self.c.versions
-                bar.set_postfix_str(f"{self.c.different:,} differ", refresh=False)
-                bar.refresh()
-                await anyio.sleep(0.5)
-        finally:
-            bar.n = self.c.versions
             bar.close()

@@ -250,20 +250,6 @@ class Bucket:
         keys = [c["Key"] for c in r.get("Contents", [])]
         return cps, keys, bool(r.get("IsTruncated"))
 
-    async def key_history(self, key: str) -> list[Version]:
-        """Every version and delete marker of exactly `key`, oldest first."""
-        out: list[Version] = []
-        km: str | None = None
-        vm: str | None = None
-        while True:
-            page = await self.list_versions(key, km, vm)
-            out.extend(v for v in page.entries if v.key == key)
-            if not page.truncated or any(v.key > key for v in page.entries):
-                break
-            km, vm = page.next_key_marker, page.next_version_id_marker
-        out.reverse()
-        return out
-
     # --- reads of one version ----------------------------------------------
 
     async def head(

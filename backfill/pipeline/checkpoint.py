@@ -37,8 +37,6 @@ class Checkpoint:
         send, recv = anyio.create_memory_object_stream[_Listed | _Outcome](1024)
         self._send: MemoryObjectSendStream[_Listed | _Outcome] = send
         self._recv: MemoryObjectReceiveStream[_Listed | _Outcome] = recv
-        self.transactions = 0
-        self.rows = 0
 
     async def listed(self, shard: int, jobs: list[KeyJob], marker: str | None, done: bool) -> None:
         """Record a page's keys as pending (and the shard's marker); return once committed."""
@@ -96,10 +94,7 @@ class Checkpoint:
             for m in batch:
                 if isinstance(m, _Listed):
                     Manifest.write_listed(c, m.jobs, m.shard, m.marker, m.done)
-                    self.rows += sum(len(j.items) for j in m.jobs)
                 else:
                     outcomes.append(m)
             Manifest.write_outcomes(c, outcomes)
             Manifest.set_job_value(c, "heartbeat", f"{time.time():.3f}")
-        self.rows += len(outcomes)
-        self.transactions += 1

@@ -16,6 +16,7 @@ from backfill.config import rebase
 from backfill.errors import AccessDenied, ObjectError, RetryableError
 from backfill.models import Item, KeyJob, State, Version
 from backfill.pipeline.checkpoint import Checkpoint
+from backfill.pipeline.lister import key_pages
 from backfill.progress import Counters
 from backfill.s3 import Copier
 
@@ -99,7 +100,6 @@ class Workers:
             c.delete_markers += it.version.is_delete_marker
         elif state is State.FAILED:
             c.failed += 1
-            c.last_failure = why
         else:
             c.skipped += 1
         await self.checkpoint.outcome(job.key, it.seq, state, rvid, why)
@@ -114,7 +114,11 @@ class Workers:
         are matched, in order, against the unfinished versions; each match is
         recorded instead of copied again.
         """
-        history = await self.copier.dest.key_history(dkey)  # oldest first
+        history: list[Version] = []  # oldest first
+        # Keys under the prefix `dkey` and at most `dkey`: exactly this key.
+        async for complete, _done in key_pages(self.copier.dest, dkey, None, dkey, first_page=1000):
+            for newest_first in complete:
+                history = newest_first[::-1]
         since = (self.first_run_started - timedelta(minutes=5)) if self.first_run_started else None
         tail: list[Version] = []
         for r in reversed(history):

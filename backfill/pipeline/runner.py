@@ -44,7 +44,6 @@ class RunResult:
     interrupted: bool = False
     manifest: str = ""
     totals: dict[str, Any] = field(default_factory=dict)
-    failures: list[dict[str, object]] = field(default_factory=list)
     reasons: dict[str, int] = field(default_factory=dict)
     limiter_cuts: int = 0
     retries: int = 0
@@ -109,8 +108,9 @@ async def _pipeline(
 ) -> RunResult:
     # Shards: the manifest's, or discovered now (and saved before any listing).
     first_run: datetime | None = None
-    if manifest is not None and manifest.shards():
-        plan = manifest.shards()
+    saved = manifest.shards() if manifest is not None else []
+    if manifest is not None and saved:
+        plan = saved
         first = manifest.job().get("first_run_started")
         first_run = datetime.fromisoformat(first) if first else None
     else:
@@ -230,7 +230,7 @@ async def _pipeline(
         try:
             async with anyio.create_task_group() as background:
                 background.start_soon(watch_signals)
-                background.start_soon(Display(counters, cfg.progress_interval, out).run)
+                background.start_soon(Display(counters, "backfill", cfg.progress_interval, out).run)
                 with pipeline_scope:
                     async with anyio.create_task_group() as pipeline:
                         if cfg.dry_run:
@@ -266,6 +266,5 @@ async def _pipeline(
             "shards": s.shards,
             "shards_listed": s.shards_listed,
         }
-        result.failures = manifest.problems(20)
         result.reasons = manifest.reasons()
     return result

@@ -30,7 +30,7 @@ from backfill.models import Shard, Version
 from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
 from backfill.pipeline.lister import key_pages
 from backfill.pipeline.shards import AUTO_TARGET, discover
-from backfill.progress import VerifyDisplay
+from backfill.progress import Display
 from backfill.report import Difference, ReportWriter
 from backfill.s3 import Bucket, open_bucket
 
@@ -57,6 +57,15 @@ class VerifyCounters:
     @property
     def different(self) -> int:
         return sum(self.differences.values())
+
+    def line(self) -> str:
+        return (
+            f"{self.keys:,} keys, {self.versions:,} versions compared, "
+            f"{self.identical:,} identical, {self.different:,} differ"
+        )
+
+    def frame(self) -> tuple[int, int | None, str]:
+        return self.versions, None, f"{self.different:,} differ"
 
 
 @dataclass(slots=True)
@@ -348,7 +357,7 @@ async def run_verify(cfg: VerifyConfig, *, log: Any = None) -> VerifyResult:
                             await v.join(shard, out)
 
                 async with anyio.create_task_group() as bg:
-                    bg.start_soon(VerifyDisplay(v.counters, cfg.progress_interval, log).run)
+                    bg.start_soon(Display(v.counters, "backfill verify", cfg.progress_interval, log).run)
                     async with anyio.create_task_group() as tg:
                         for _ in range(cfg.concurrency):
                             tg.start_soon(v.comparer, recv.clone())
