@@ -11,7 +11,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -40,6 +40,7 @@ app = typer.Typer(
     help="Backfill an S3 bucket, with every version, into a replica bucket: sharded, server-side, resumable.",
 )
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -67,6 +68,10 @@ def _guard(fn: Callable[[], T]) -> T:
         if err is not None:
             raise _fail(str(err)) from None
         raise
+
+
+def _run(fn: Callable[[A], Awaitable[T]], arg: A) -> T:
+    return anyio.run(fn, arg)
 
 
 def default_manifest(src: str, dst: str) -> str:
@@ -103,12 +108,16 @@ def _sides(
     profiles: tuple[str | None, str | None],
     regions: tuple[str | None, str | None],
     endpoints: tuple[str | None, str | None, str | None],
+    http: str = "lean",
 ) -> tuple[Side, Side]:
     """The two sides from the shared options; endpoints are (both, source, dest)."""
+    if http not in ("lean", "botocore"):
+        raise UserError(f"--http must be 'lean' or 'botocore', not {http!r}")
     both, src_ep, dst_ep = endpoints
+    lean = http == "lean"
     return (
-        Side(parse_s3_url(source), profiles[0], regions[0], _endpoint(src_ep, both)),
-        Side(parse_s3_url(dest), profiles[1], regions[1], _endpoint(dst_ep, both)),
+        Side(parse_s3_url(source), profiles[0], regions[0], _endpoint(src_ep, both), lean),
+        Side(parse_s3_url(dest), profiles[1], regions[1], _endpoint(dst_ep, both), lean),
     )
 
 
@@ -123,6 +132,14 @@ Endpoint = Annotated[
 ]
 SourceEndpoint = Annotated[str | None, typer.Option("--source-endpoint-url", help="S3 endpoint of the source.")]
 DestEndpoint = Annotated[str | None, typer.Option("--dest-endpoint-url", help="S3 endpoint of the replica.")]
+Http = Annotated[
+    str,
+    typer.Option(
+        "--http",
+        help="lean: CopyObject, ListObjectVersions and DeleteObject on backfill's own signed HTTP/1.1 client "
+        "(a fraction of botocore's CPU); botocore: every request through aioboto3.",
+    ),
+]
 
 
 @app.command()
@@ -139,6 +156,7 @@ def copy(
     endpoint_url: Endpoint = None,
     source_endpoint_url: SourceEndpoint = None,
     dest_endpoint_url: DestEndpoint = None,
+    http: Http = "lean",
     versions: Annotated[
         str, typer.Option(help="all: every version and delete marker; latest: current objects.")
     ] = "all",
@@ -187,6 +205,7 @@ def copy(
             (source_profile, dest_profile),
             (source_region, dest_region),
             (endpoint_url, source_endpoint_url, dest_endpoint_url),
+            http,
         )
         return RunConfig(
             source=src_side,
@@ -215,7 +234,7 @@ def copy(
     cfg = _guard(build)
     if not dry_run:
         typer.echo(f"manifest: {cfg.manifest}", err=True)
-    result = _guard(lambda: anyio.run(run_copy, cfg))
+    result = _guard(lambda: _run(run_copy, cfg))
     summary = _copy_summary(result)
     code = result.exit_code
     if verify_after and not dry_run and not result.interrupted:
@@ -229,7 +248,7 @@ def copy(
             progress_interval=progress_interval,
         )
         typer.echo("verifying the replica against the manifest…", err=True)
-        verified = _guard(lambda: anyio.run(run_verify, vcfg))
+        verified = _guard(lambda: _run(run_verify, vcfg))
         summary["verify"] = _verify_summary(verified)
         code = max(code, verified.exit_code)
     _print_copy(result, summary, json_out)
@@ -322,6 +341,7 @@ def verify(
     endpoint_url: Endpoint = None,
     source_endpoint_url: SourceEndpoint = None,
     dest_endpoint_url: DestEndpoint = None,
+    http: Http = "lean",
     concurrency: Annotated[int, typer.Option(help="Ceiling of HEAD/GET requests in flight.")] = 64,
     shards: Annotated[str, typer.Option(help="auto, or the number of key-range shards.")] = "auto",
     max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
@@ -338,6 +358,7 @@ def verify(
             (source_profile, dest_profile),
             (source_region, dest_region),
             (endpoint_url, source_endpoint_url, dest_endpoint_url),
+            http,
         )
         return VerifyConfig(
             src_side,
@@ -353,7 +374,7 @@ def verify(
         ).validate()
 
     cfg = _guard(build)
-    result = _guard(lambda: anyio.run(run_verify, cfg))
+    result = _guard(lambda: _run(run_verify, cfg))
     _print_verify(_verify_summary(result), json_out=json_out)
     raise typer.Exit(result.exit_code)
 

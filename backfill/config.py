@@ -72,6 +72,7 @@ class Side:
     profile: str | None = None
     region: str | None = None
     endpoint_url: str | None = None
+    lean: bool = True  # the hot calls on the lean HTTP path (s3.Wire); False: all through botocore
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,8 @@ class Filters:
 
     def key_selected(self, rel_key: str) -> bool:
         """Globs match the key relative to the source prefix (like `aws s3 sync`)."""
+        if not (self.include or self.exclude):
+            return True
         if self.include and not any(fnmatch.fnmatchcase(rel_key, g) for g in self.include):
             return False
         return not any(fnmatch.fnmatchcase(rel_key, g) for g in self.exclude)
