@@ -16,7 +16,8 @@ from backfill.manifest import Manifest
 from backfill.models import KeyJob, State
 
 MAX_BATCH = 5000  # rows per transaction
-MAX_DELAY = 0.2  # seconds an outcome may wait for its transaction
+MAX_DELAY = 0.5  # seconds an outcome may wait for its transaction (each commit is an fsync)
+TICK = 0.02  # seconds between looks at the queue while a batch fills
 
 
 @dataclass(slots=True)
@@ -49,7 +50,11 @@ class Checkpoint:
     async def outcome(self, key: str, seq: int, state: State, replica_version_id: str = "", why: str = "") -> None:
         if self.manifest is None:
             return
-        await self._send.send((int(state), replica_version_id, why, key, seq))
+        row = (int(state), replica_version_id, why, key, seq)
+        try:
+            self._send.send_nowait(row)  # no yield to the event loop: this runs once per copy
+        except anyio.WouldBlock:
+            await self._send.send(row)
 
     async def close(self) -> None:
         await self._send.aclose()
@@ -59,29 +64,28 @@ class Checkpoint:
             closed = False
             while not closed:
                 try:
-                    batch = [await self._recv.receive()]
+                    first = await self._recv.receive()
                 except anyio.EndOfStream:
                     return
+                batch = [first]
+                urgent = isinstance(first, _Listed)  # a lister waits for this commit
                 deadline = time.monotonic() + MAX_DELAY
                 while len(batch) < MAX_BATCH:
                     try:
-                        batch.append(self._recv.receive_nowait())
-                        continue
+                        m = self._recv.receive_nowait()
                     except anyio.WouldBlock:
-                        pass
+                        remaining = deadline - time.monotonic()
+                        if urgent or remaining <= 0:
+                            break
+                        # Outcomes may wait a little, to share a transaction; poll rather
+                        # than arm a timeout per message (this loop runs per copy).
+                        await anyio.sleep(min(remaining, TICK))
+                        continue
                     except anyio.EndOfStream:
                         closed = True
                         break
-                    # Nothing queued: a waiting lister is served now; outcomes may wait a little.
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or any(isinstance(m, _Listed) for m in batch):
-                        break
-                    with anyio.move_on_after(remaining):
-                        try:
-                            batch.append(await self._recv.receive())
-                        except anyio.EndOfStream:
-                            closed = True
-                            break
+                    batch.append(m)
+                    urgent = urgent or isinstance(m, _Listed)
                 await anyio.to_thread.run_sync(self._commit, batch)
                 for m in batch:
                     if isinstance(m, _Listed):

@@ -41,7 +41,16 @@ class Workers:
 
     async def worker(self, jobs: MemoryObjectReceiveStream[KeyJob]) -> None:
         async with jobs:
-            async for job in jobs:
+            while True:
+                try:
+                    job = jobs.receive_nowait()  # a queued key needs no trip through the event loop
+                except anyio.WouldBlock:
+                    try:
+                        job = await jobs.receive()
+                    except anyio.EndOfStream:
+                        return
+                except anyio.EndOfStream:
+                    return
                 if self.stop.is_set():
                     return  # the rest stays pending in the manifest
                 await self.copy_key(job)
