@@ -32,6 +32,7 @@ from backfill.errors import UserError
 from backfill.pipeline.runner import run_copy
 from backfill.pipeline.verifier import CATEGORIES, run_verify
 from backfill.progress import human_bytes
+from backfill.setup.cli import setup_app
 
 app = typer.Typer(
     add_completion=False,
@@ -39,6 +40,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Backfill an S3 bucket, with every version, into a replica bucket: sharded, server-side, resumable.",
 )
+app.add_typer(setup_app, name="setup")
 T = TypeVar("T")
 A = TypeVar("A")
 
