@@ -105,15 +105,18 @@ class Run:
     stderr: str
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 240) -> Run:
+def run_cli(*args: str, env: dict[str, str], timeout: float = 240, cwd: Path | None = None) -> Run:
+    """The CLI in a subprocess, with no terminal on stdin (as in CI) and no AWS_* from the outside."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     p = subprocess.run(
         [sys.executable, "-m", "backfill", *args],
         env={**base, **env},
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
     return Run(p.returncode, p.stdout, p.stderr)
 
