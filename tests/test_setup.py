@@ -20,6 +20,7 @@ import json
 import os
 import pty
 import re
+import shlex
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -36,7 +37,7 @@ from botocore.exceptions import ClientError
 from backfill.errors import UserError
 from backfill.setup import documents as d
 from backfill.setup.model import make_config
-from backfill.setup.steps import DOCUMENTS
+from backfill.setup.steps import DOCUMENTS, render_plan
 from tests.conftest import Run, Store, run_cli
 
 SOURCE, REPLICA, OTHER = "111111111111", "222222222222", "333333333333"
@@ -285,6 +286,16 @@ def test_plan_with_mfa_delete_says_it_needs_the_root_user(tmp_path: Path) -> Non
         "--profile backup-aws-account\n"
     ) in r.stdout
     assert "Steps 1–10:" in r.stdout
+
+
+def test_plan_commands_survive_a_shell() -> None:
+    text = render_plan(tutorial_config(), "my plans/")
+    assert "Documents written to my plans/:" in text
+    commands = [shlex.split(line, comments=True) for line in text.splitlines() if line.startswith("      aws ")]
+    assert len(commands) == 2 + 9 + 2 + 5  # identities, apply, grant and revoke, alert
+    policy = next(c for c in commands if c[2] == "put-bucket-policy" and "my-important-data-bucket-replica" in c)
+    assert policy[policy.index("--policy") + 1] == "file://my plans/replica-bucket-policy.json"
+    assert all(c[-2:] in (["--profile", "master-aws-account"], ["--profile", "backup-aws-account"]) for c in commands)
 
 
 def test_documents_fix_the_tutorial_and_grant_least_privilege() -> None:

@@ -377,6 +377,7 @@ def header(cfg: SetupConfig) -> str:
 
 
 def render_plan(cfg: SetupConfig, out: str) -> str:
+    out = PurePath(out).as_posix()
     lines = [header(cfg), "", f"Documents written to {out}/:"]
     width = max(len(n) for n in DOCUMENTS)
     lines += [f"  {name:<{width}}  {what}" for name, what in DOCUMENTS.items()]
