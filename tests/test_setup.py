@@ -36,7 +36,7 @@ from botocore.exceptions import ClientError
 
 from backfill.errors import UserError
 from backfill.setup import documents as d
-from backfill.setup.model import make_config
+from backfill.setup.model import make_config, notify_protocol
 from backfill.setup.steps import DOCUMENTS, render_plan
 from tests.conftest import Run, Store, run_cli
 
@@ -444,6 +444,11 @@ def test_options_are_validated() -> None:
     ):
         with pytest.raises(UserError, match=message):
             make_config(**{**base, **change})
+    assert notify_protocol("ops@example.com") == ("email", "ops@example.com")
+    assert notify_protocol("https://hooks.example.com/x") == ("https", "https://hooks.example.com/x")
+    for bad in ("http://hooks.example.com/x", "ops", "https://"):
+        with pytest.raises(UserError, match="--notify"):
+            notify_protocol(bad)
 
 
 # --- against moto: two accounts, two regions --------------------------------------------
@@ -551,7 +556,6 @@ def test_check_reports_drift_and_a_missing_alert(aws: Aws) -> None:
     r = aws.setup("alert", src, rep, "--notify", "https://hooks.example.com/backup")
     assert steps(r.stdout) == {**dict.fromkeys(range(1, 5), "unchanged"), 5: "created"}, r.stdout
     assert len(sns.list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]) == 2
-    one_line_error(aws.setup("alert", src, rep, "--notify", "http://hooks.example.com/backup"))
 
     r = aws.setup("check", src, rep)
     assert (r.code, drifts(r.stdout)) == (0, []), r.stdout
