@@ -111,15 +111,18 @@ def _sides(
     regions: tuple[str | None, str | None],
     endpoints: tuple[str | None, str | None, str | None],
     http: str = "lean",
+    read_timeout: float = 60.0,
 ) -> tuple[Side, Side]:
     """The two sides from the shared options; endpoints are (both, source, dest)."""
     if http not in ("lean", "botocore"):
         raise UserError(f"--http must be 'lean' or 'botocore', not {http!r}")
     both, src_ep, dst_ep = endpoints
+    if read_timeout <= 0:
+        raise UserError("--read-timeout must be positive")
     lean = http == "lean"
     return (
-        Side(parse_s3_url(source), profiles[0], regions[0], _endpoint(src_ep, both), lean),
-        Side(parse_s3_url(dest), profiles[1], regions[1], _endpoint(dst_ep, both), lean),
+        Side(parse_s3_url(source), profiles[0], regions[0], _endpoint(src_ep, both), lean, read_timeout),
+        Side(parse_s3_url(dest), profiles[1], regions[1], _endpoint(dst_ep, both), lean, read_timeout),
     )
 
 
@@ -134,6 +137,14 @@ Endpoint = Annotated[
 ]
 SourceEndpoint = Annotated[str | None, typer.Option("--source-endpoint-url", help="S3 endpoint of the source.")]
 DestEndpoint = Annotated[str | None, typer.Option("--dest-endpoint-url", help="S3 endpoint of the replica.")]
+ReadTimeout = Annotated[
+    float,
+    typer.Option(
+        "--read-timeout",
+        help="Seconds a request may wait without a byte from the server before it is retried "
+        "(a copy's limit grows with its size).",
+    ),
+]
 Http = Annotated[
     str,
     typer.Option(
@@ -159,6 +170,7 @@ def copy(
     source_endpoint_url: SourceEndpoint = None,
     dest_endpoint_url: DestEndpoint = None,
     http: Http = "lean",
+    read_timeout: ReadTimeout = 60.0,
     versions: Annotated[
         str, typer.Option(help="all: every version and delete marker; latest: current objects.")
     ] = "all",
@@ -208,6 +220,7 @@ def copy(
             (source_region, dest_region),
             (endpoint_url, source_endpoint_url, dest_endpoint_url),
             http,
+            read_timeout,
         )
         return RunConfig(
             source=src_side,
@@ -281,7 +294,9 @@ def _copy_summary(r: Any) -> dict[str, Any]:
             "versions_per_second": round(c.copied / el, 1) if el > 0 else 0.0,
             "first_copy_seconds": round(c.first_copy_at, 3) if c.first_copy_at is not None else None,
             "retries": r.retries,
+            "writes_found_landed": r.writes_found_landed,
             "concurrency_cuts": r.limiter_cuts,
+            "concurrency": dict(zip(("ceiling", "lowest", "highest_after_lowest"), r.concurrency, strict=True)),
         },
     }
     if not r.dry_run:
@@ -309,6 +324,18 @@ def _print_copy(r: Any, s: dict[str, Any], json_out: bool) -> None:
             f"({t['versions_per_second']:,.0f}/s), {t['failed']:,} failed, {t['skipped']:,} skipped"
             + (f", {t['recovered_after_crash']} found already copied" if t["recovered_after_crash"] else "")
         )
+        if t["retries"] or t["concurrency_cuts"]:
+            cc = t["concurrency"]
+            lines.append(
+                f"retried {t['retries']:,} requests"
+                + (f" ({t['writes_found_landed']} writes found landed, not resent)" if t["writes_found_landed"] else "")
+                + (
+                    f"; throttled: concurrency cut {t['concurrency_cuts']}× from {cc['ceiling']} "
+                    f"down to {cc['lowest']}, back up to {cc['highest_after_lowest']}"
+                    if t["concurrency_cuts"]
+                    else ""
+                )
+            )
         lines.append(
             f"job: {j['copied']:,} of {j['versions']:,} versions copied, {j['failed']:,} failed, "
             f"{j['skipped']:,} skipped, {j['pending']:,} pending; shards listed {j['shards_listed']}/{j['shards']}"
@@ -344,6 +371,7 @@ def verify(
     source_endpoint_url: SourceEndpoint = None,
     dest_endpoint_url: DestEndpoint = None,
     http: Http = "lean",
+    read_timeout: ReadTimeout = 60.0,
     concurrency: Annotated[int, typer.Option(help="Ceiling of HEAD/GET requests in flight.")] = 64,
     shards: Annotated[str, typer.Option(help="auto, or the number of key-range shards.")] = "auto",
     max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
@@ -361,6 +389,7 @@ def verify(
             (source_region, dest_region),
             (endpoint_url, source_endpoint_url, dest_endpoint_url),
             http,
+            read_timeout,
         )
         return VerifyConfig(
             src_side,

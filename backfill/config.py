@@ -73,6 +73,7 @@ class Side:
     region: str | None = None
     endpoint_url: str | None = None
     lean: bool = True  # the hot calls on the lean HTTP path (s3.Wire); False: all through botocore
+    read_timeout: float = 60.0  # seconds a request may go without a byte from the server (lean path)
 
 
 @dataclass(frozen=True, slots=True)

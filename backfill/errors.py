@@ -30,6 +30,10 @@ class BackfillError(Exception):
     """Base of the project's own errors."""
 
 
+class ConnectFailed(ConnectionError):
+    """No connection could be made: the request was never sent (raised by http1)."""
+
+
 class UserError(BackfillError):
     """The user or the cloud said no: the run cannot go on. Exit code 2."""
 
@@ -39,11 +43,18 @@ class AccessDenied(UserError):
 
 
 class RetryableError(BackfillError):
-    """A transient failure; `throttled` when the server asked us to slow down."""
+    """A transient failure.
 
-    def __init__(self, message: str, *, throttled: bool = False) -> None:
+    `throttled`: the server asked us to slow down (the request was not carried out).
+    `ambiguous`: the request may have been carried out although no success came
+    back (a connection lost after the request went out, a timeout, a 5xx): a write
+    must be looked for before it is sent again, or it could land twice.
+    """
+
+    def __init__(self, message: str, *, throttled: bool = False, ambiguous: bool = False) -> None:
         super().__init__(message)
         self.throttled = throttled
+        self.ambiguous = ambiguous
 
 
 class ObjectError(BackfillError):
@@ -118,12 +129,14 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
         msg = str(exc.response.get("Error", {}).get("Message", "")) or code
         if code in OBJECT_CODES:
             return ObjectError(f"{what}: {code}: {msg}", code=code)
+        if code == "NotImplemented" or status == 501:  # the server lacks the feature: asking again won't help
+            return ObjectError(f"{what}: not implemented by this server: {msg}", code=code or "NotImplemented")
         if code in THROTTLE_CODES or status == 429:
             return RetryableError(f"{what}: {code or status} (throttled)", throttled=True)
         if status == 503 and code in ("", "ServiceUnavailable", "503"):
             return RetryableError(f"{what}: {code or status} (throttled)", throttled=True)
         if code in RETRY_CODES or status >= 500:
-            return RetryableError(f"{what}: {code or status}: {msg}")
+            return RetryableError(f"{what}: {code or status}: {msg}", ambiguous=status >= 500)
         if code in DENIED_CODES or status == 403:
             who = f" with {profile_hint}" if profile_hint else ""
             return AccessDenied(
@@ -144,8 +157,14 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
         )
     if isinstance(exc, NoRegionError):
         return UserError("no AWS region configured: pass --source-region/--dest-region or set AWS_REGION")
-    if isinstance(exc, EndpointConnectionError):
+    if isinstance(exc, ConnectTimeoutError):  # no connection: the request was not sent
         return RetryableError(f"{what}: cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}")
+    if isinstance(exc, EndpointConnectionError):
+        # aiohttp's reset of a request already sent ends up here too: it may have been carried out.
+        endpoint = exc.kwargs.get("endpoint_url", "the endpoint")
+        return RetryableError(f"{what}: connection to {endpoint} failed: {exc}", ambiguous=True)
+    if isinstance(exc, ConnectFailed):
+        return RetryableError(f"{what}: {exc}")
     if isinstance(exc, TRANSPORT_ERRORS):
-        return RetryableError(f"{what}: {type(exc).__name__}: {exc}")
+        return RetryableError(f"{what}: {type(exc).__name__}: {exc}", ambiguous=True)
     return exc

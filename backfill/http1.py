@@ -3,8 +3,9 @@
 It does what the three hot S3 calls need and nothing else: send a request
 without a body, read the response (Content-Length, chunked, or until close),
 reuse the connection. One request per connection at a time; idle connections
-are kept for reuse. Failures surface as ConnectionError or TimeoutError, which
-errors.classify treats as retryable, exactly like botocore's transport errors.
+are kept for reuse. Failures surface as ConnectFailed (nothing was sent),
+ConnectionError or TimeoutError (the request may have reached the server), which
+errors.classify treats as retryable, like botocore's transport errors.
 
 Why not aiohttp: at thousands of requests per second its per-request cost is
 the larger part of the client's CPU (benchmarks/RESULTS.md); an asyncio
@@ -17,6 +18,8 @@ import asyncio
 import ssl
 from dataclasses import dataclass
 from typing import cast
+
+from backfill.errors import ConnectFailed
 
 _MAX_HEAD = 64 * 1024
 _CHUNKED = -1
@@ -204,7 +207,7 @@ class Pool:
         ssl_context: ssl.SSLContext | None,
         *,
         connect_timeout: float = 10.0,
-        read_timeout: float = 600.0,
+        read_timeout: float = 60.0,
         max_idle: int = 256,
     ) -> None:
         self.host = host
@@ -231,11 +234,9 @@ class Pool:
                 self.connect_timeout,
             )
         except TimeoutError:
-            raise TimeoutError(f"connecting to {self.host}:{self.port} timed out") from None
-        except ConnectionError:
-            raise
-        except OSError as exc:  # DNS failures, unreachable networks
-            raise ConnectionError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+            raise ConnectFailed(f"connecting to {self.host}:{self.port} timed out") from None
+        except OSError as exc:  # refused, DNS failures, unreachable networks
+            raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         conn.transport = transport  # uvloop may call connection_made only after this returns
         return conn
 

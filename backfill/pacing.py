@@ -43,7 +43,8 @@ class AdaptiveLimiter:
         self._successes = 0
         self._last_cut = -math.inf
         self.cuts = 0
-        self.low = ceiling  # the lowest limit of the run, for the summary
+        self.low = ceiling  # the lowest limit of the run, and the highest after it: for the summary
+        self.high_after_low = ceiling
 
     async def __aenter__(self) -> None:
         if self.in_use < self.limit and not self._waiters:
@@ -77,6 +78,7 @@ class AdaptiveLimiter:
         if self._successes >= self.limit and self.limit < self.ceiling:
             self.limit += 1
             self._successes = 0
+            self.high_after_low = max(self.high_after_low, self.limit)
             self._wake()
 
     def on_throttle(self) -> None:
@@ -88,7 +90,8 @@ class AdaptiveLimiter:
         self._successes = 0
         self.cuts += 1
         self.limit = max(self.floor, self.limit // 2)
-        self.low = min(self.low, self.limit)
+        if self.limit <= self.low:
+            self.low = self.high_after_low = self.limit
 
 
 class RateLimiter:
@@ -131,9 +134,24 @@ class Pacer:
         self.rate = rate
         self.policy = policy or RetryPolicy()
         self.retries = 0
+        self.recovered = 0  # writes found carried out after a failure that left it unknown
 
-    async def run(self, what: str, fn: Callable[[], Awaitable[T]], *, bucket: str = "", who: str = "") -> T:
-        """Run one request under the limits; retry transient failures; raise classified errors."""
+    async def run(
+        self,
+        what: str,
+        fn: Callable[[], Awaitable[T]],
+        *,
+        bucket: str = "",
+        who: str = "",
+        landed: Callable[[], Awaitable[T | None]] | None = None,
+    ) -> T:
+        """Run one request under the limits; retry transient failures; raise classified errors.
+
+        `landed`, for a write that must not happen twice: after a failure that
+        leaves it unknown whether the server carried the request out, it looks
+        for the write's result and returns it (which then counts as the
+        request's), or None; only then is the request sent again, or given up.
+        """
         attempt = 0
         while True:
             if self.rate.active:
@@ -146,14 +164,22 @@ class Pacer:
                         result = await fn()
             except Exception as exc:
                 err = classify(exc, what=what, bucket=bucket, profile_hint=who)
-                if not isinstance(err, RetryableError) or attempt + 1 >= self.policy.attempts:
+                retry = isinstance(err, RetryableError) and attempt + 1 < self.policy.attempts
+                if isinstance(err, RetryableError):
+                    if err.throttled and self.limiter is not None:
+                        self.limiter.on_throttle()
+                    if retry:
+                        await anyio.sleep(self.policy.delay(attempt))
+                    if err.ambiguous and landed is not None:
+                        found = await landed()
+                        if found is not None:
+                            self.recovered += 1
+                            return found
+                if not retry:
                     if err is exc:
                         raise
                     raise err from exc
-                if err.throttled and self.limiter is not None:
-                    self.limiter.on_throttle()
                 self.retries += 1
-                await anyio.sleep(self.policy.delay(attempt))
                 attempt += 1
                 continue
             if self.limiter is not None:

@@ -27,7 +27,7 @@ import ssl
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,12 +35,13 @@ from typing import Any
 import aioboto3
 import anyio
 from aiobotocore.config import AioConfig
+from aiobotocore.httpsession import AIOHTTPSession
 from botocore.exceptions import ClientError
 from botocore.httpsession import get_cert_path
 
 from backfill import __version__
 from backfill.config import MAX_PARTS, CopyOptions, Side
-from backfill.errors import ObjectError, UserError, classify
+from backfill.errors import ObjectError, RetryableError, UserError, classify
 from backfill.http1 import Pool, Response
 from backfill.models import Version
 from backfill.pacing import Pacer
@@ -204,11 +205,29 @@ def _capture_versions_body(response_dict: dict[str, Any], customized_response_di
         response_dict["body"] = _EMPTY_RESULT
 
 
+class _NoResendSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore has no type hints
+    """aiobotocore's HTTP session, with aiohttp's silent second attempt switched off.
+
+    aiohttp sends a PUT or DELETE again, once, by itself, when a reused
+    connection drops before the answer (HTTP calls those methods idempotent).
+    S3's CopyObject and DeleteObject are not: a copy sent again after the first
+    one landed leaves a second version in the replica. Retries are Pacer's, which
+    first looks for the lost write (Pacer.run's `landed`).
+    """
+
+    async def _get_session(self, proxy_url: str | None) -> Any:
+        session = await super()._get_session(proxy_url)
+        if getattr(session, "_retry_connection", False):
+            session._retry_connection = False  # no public switch (aiohttp 3.14)
+        return session
+
+
 def _botocore_config(side: Side, pool: int) -> AioConfig:
     s3: dict[str, Any] = {}
     if side.endpoint_url:
         s3["addressing_style"] = "path"  # local and S3-compatible servers rarely do virtual hosts
     return AioConfig(
+        http_session_cls=_NoResendSession,
         retries={"total_max_attempts": 1, "mode": "standard"},  # Pacer retries, once, with jitter
         max_pool_connections=pool,
         connect_timeout=10,
@@ -221,13 +240,7 @@ def _botocore_config(side: Side, pool: int) -> AioConfig:
 _ERROR_FIELD = re.compile(rb"<(Code|Message|RequestId)>([^<]*)</\1>")
 _USER_AGENT = f"backfill/{__version__}"
 _CREDENTIALS_TTL = 5.0  # seconds between asking botocore whether the credentials need a refresh
-READ_TIMEOUT = 60.0  # seconds a server may stay silent during a request (botocore's default)
 SLOWEST_COPY = 10 * 1024 * 1024  # bytes/s that a server-side copy is assumed to manage at least
-
-
-def copy_timeout(size: int) -> float:
-    """How long a copy of `size` bytes may go without a byte from the server."""
-    return READ_TIMEOUT + size / SLOWEST_COPY
 
 
 def _client_error(op: str, r: Response) -> ClientError:
@@ -343,11 +356,11 @@ class Wire:
         path: str,
         params: list[tuple[str, str]],
         headers: dict[str, str],
-        idle_timeout: float = READ_TIMEOUT,
+        idle_timeout: float | None = None,
     ) -> Response:
         """Sign and send one request without a body; raise ClientError for an error response."""
         head = self.request_head(method, path, params, headers, await self._keys(), self._amz_date())
-        r = await self.pool.request(head, idle_timeout=idle_timeout)
+        r = await self.pool.request(head, idle_timeout=idle_timeout)  # None: the pool's read timeout
         if r.status >= 300:
             raise _client_error(op, r)
         return r
@@ -364,13 +377,19 @@ class Wire:
         r = await self.send("ListObjectsV2", "GET", self.bucket_path or "/", params, {})
         return parse_list_delimited(r.body)
 
+    def copy_timeout(self, size: int) -> float:
+        """How long a copy of `size` bytes may go without a byte from the server."""
+        return self.pool.read_timeout + size / SLOWEST_COPY
+
     async def copy_object(self, key: str, headers: dict[str, str], size: int) -> str:
         """CopyObject (headers from copy_headers); the replica's new version ID.
 
         A 200 whose body is an <Error> is an error: S3 answers 200 as soon as a
         copy starts and reports a failure that happens later in the body.
         """
-        r = await self.send("CopyObject", "PUT", self.object_path(key), [], headers, idle_timeout=copy_timeout(size))
+        r = await self.send(
+            "CopyObject", "PUT", self.object_path(key), [], headers, idle_timeout=self.copy_timeout(size)
+        )
         if b"<Error>" in r.body[:512]:
             raise _client_error("CopyObject", r)
         return r.headers.get("x-amz-version-id", "")
@@ -394,9 +413,13 @@ class Bucket:
         self.list_pacer = list_pacer or pacer  # listings
         self.wire: Wire | None = None  # the lean path for the hot calls, when open_bucket set one up
 
-    async def _call(self, what: str, op: str, /, pacer: Pacer | None = None, **params: Any) -> Any:
+    async def _call(
+        self, what: str, op: str, /, pacer: Pacer | None = None, landed: Landed | None = None, **params: Any
+    ) -> Any:
         fn = getattr(self.client, op)
-        return await (pacer or self.pacer).run(what, lambda: fn(**params), bucket=self.name, who=self.who)
+        return await (pacer or self.pacer).run(
+            what, lambda: fn(**params), bucket=self.name, who=self.who, landed=landed
+        )
 
     def url(self, key: str) -> str:
         return f"s3://{self.name}/{key}"
@@ -405,26 +428,32 @@ class Bucket:
 
     async def check_access(self) -> str | None:
         """HeadBucket: the bucket's region, or one clear line for a missing bucket or a denial."""
-        try:
-            r = await self.client.head_bucket(Bucket=self.name)
-        except Exception as exc:
-            hdrs = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-            if code in ("301", "PermanentRedirect", "400") and hdrs.get("x-amz-bucket-region"):
-                return str(hdrs["x-amz-bucket-region"])  # elsewhere: the caller reopens there
-            err = classify(
-                exc, what=f"HeadBucket {self.label} s3://{self.name}", bucket=self.name, profile_hint=self.who
-            )
-            if code in ("404", "NoSuchBucket"):
-                raise UserError(
-                    f"{self.label} bucket s3://{self.name} does not exist (or is in another partition): check the name"
-                ) from None
-            if code in ("403", "AccessDenied"):
-                raise UserError(
-                    f"access denied to {self.label} bucket s3://{self.name} with {self.who}: grant "
-                    "s3:ListBucket (and the copy permissions), or use other credentials"
-                ) from None
-            raise err from exc
+        policy = self.list_pacer.policy
+        what = f"HeadBucket {self.label} s3://{self.name}"
+        for attempt in range(policy.attempts):
+            try:
+                r = await self.client.head_bucket(Bucket=self.name)
+                break
+            except Exception as exc:
+                err = classify(exc, what=what, bucket=self.name, profile_hint=self.who)
+                if isinstance(err, RetryableError) and attempt + 1 < policy.attempts:
+                    await anyio.sleep(policy.delay(attempt))
+                    continue
+                hdrs = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                if code in ("301", "PermanentRedirect", "400") and hdrs.get("x-amz-bucket-region"):
+                    return str(hdrs["x-amz-bucket-region"])  # elsewhere: the caller reopens there
+                if code in ("404", "NoSuchBucket"):
+                    raise UserError(
+                        f"{self.label} bucket s3://{self.name} does not exist (or is in another partition): "
+                        "check the name"
+                    ) from None
+                if code in ("403", "AccessDenied"):
+                    raise UserError(
+                        f"access denied to {self.label} bucket s3://{self.name} with {self.who}: grant "
+                        "s3:ListBucket (and the copy permissions), or use other credentials"
+                    ) from None
+                raise err from exc
         region = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
         return str(region) if region else None
 
@@ -433,9 +462,12 @@ class Bucket:
         return str(r.get("Status", "") or "")
 
     async def object_lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock; no when it has none, or we may not read it, or the server lacks it."""
         try:
-            r = await self.client.get_object_lock_configuration(Bucket=self.name)
-        except Exception:
+            r = await self._call(
+                f"GetObjectLockConfiguration s3://{self.name}", "get_object_lock_configuration", Bucket=self.name
+            )
+        except (ObjectError, UserError):
             return False
         return bool(r.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
 
@@ -551,26 +583,38 @@ class Copier:
     def _copy_source(self, v: Version) -> dict[str, str]:
         return {"Bucket": self.source.name, "Key": v.key, "VersionId": v.version_id}
 
-    async def delete_marker(self, dst_key: str) -> str:
+    async def delete_marker(self, dst_key: str, landed: Callable[[], Awaitable[str | None]] | None = None) -> str:
+        """Recreate a delete marker; its replica version ID. `landed`: see Pacer.run."""
         what = f"DeleteObject (delete marker) {self.dest.url(dst_key)}"
         wire = self.dest.wire
         if wire is not None:
             return await self.dest.pacer.run(
-                what, lambda: wire.delete_object(dst_key), bucket=self.dest.name, who=self.dest.who
+                what, lambda: wire.delete_object(dst_key), bucket=self.dest.name, who=self.dest.who, landed=landed
             )
-        r = await self.dest._call(what, "delete_object", Bucket=self.dest.name, Key=dst_key)
+        r = await self.dest._call(
+            what, "delete_object", landed=_as_response(landed), Bucket=self.dest.name, Key=dst_key
+        )
         return str(r.get("VersionId", "") or "")
 
-    async def copy(self, v: Version, dst_key: str) -> str:
-        """Copy one object version; return the replica's new version ID."""
+    async def copy(self, v: Version, dst_key: str, landed: Callable[[], Awaitable[str | None]] | None = None) -> str:
+        """Copy one object version; return the replica's new version ID.
+
+        `landed` looks for the copy in the replica after a failure that leaves it
+        unknown whether the copy happened (see Pacer.run): it is never sent twice
+        when the first one landed.
+        """
         if v.size > self.options.multipart_threshold:
-            return await self.multipart_copy(v, dst_key)
+            return await self.multipart_copy(v, dst_key, landed)
         what = f"CopyObject {self.source.url(v.key)}?versionId={v.version_id}"
         wire = self.dest.wire
         if wire is not None and not self.carry_lock:
             headers = copy_headers(self.source.name, v, self._target_params(v))
             return await self.dest.pacer.run(
-                what, lambda: wire.copy_object(dst_key, headers, v.size), bucket=self.dest.name, who=self.dest.who
+                what,
+                lambda: wire.copy_object(dst_key, headers, v.size),
+                bucket=self.dest.name,
+                who=self.dest.who,
+                landed=landed,
             )
         params = {
             "Bucket": self.dest.name,
@@ -581,7 +625,7 @@ class Copier:
         }
         if v.etag:
             params["CopySourceIfMatch"] = f'"{v.etag}"'
-        r = await self.dest._call(what, "copy_object", **params)
+        r = await self.dest._call(what, "copy_object", landed=_as_response(landed), **params)
         return str(r.get("VersionId", "") or "")
 
     async def part_sizes(self, v: Version) -> list[int]:
@@ -614,7 +658,9 @@ class Copier:
             raise ObjectError(f"part sizes of {self.source.url(v.key)} add up to {sum(sizes)}, not {v.size}")
         return sizes
 
-    async def multipart_copy(self, v: Version, dst_key: str) -> str:
+    async def multipart_copy(
+        self, v: Version, dst_key: str, landed: Callable[[], Awaitable[str | None]] | None = None
+    ) -> str:
         head = await self.source.head(v.key, v.version_id)
         sizes = await self.part_sizes(v)
         create: dict[str, Any] = {
@@ -657,6 +703,7 @@ class Copier:
             done = await self.dest._call(
                 f"CompleteMultipartUpload for {what}",
                 "complete_multipart_upload",
+                landed=_as_response(landed),
                 Bucket=self.dest.name,
                 Key=dst_key,
                 UploadId=upload_id,
@@ -667,6 +714,22 @@ class Copier:
                 await self.dest.client.abort_multipart_upload(Bucket=self.dest.name, Key=dst_key, UploadId=upload_id)
             raise
         return str(done.get("VersionId", "") or "")
+
+
+Landed = Callable[[], Awaitable[Any]]
+
+
+def _as_response(landed: Callable[[], Awaitable[str | None]] | None) -> Landed | None:
+    """A `landed` check that answers with a replica version ID, shaped as botocore's response."""
+    if landed is None:
+        return None
+    check = landed
+
+    async def as_response() -> dict[str, str] | None:
+        vid = await check()
+        return None if vid is None else {"VersionId": vid}
+
+    return as_response
 
 
 def copy_source_header(bucket: str, key: str, version_id: str) -> str:
@@ -717,7 +780,7 @@ async def open_bucket(
                     f"fix --{'source' if label == 'source' else 'dest'}-region or leave it out"
                 )
             if side.lean:
-                bucket.wire = await _open_wire(session, client, bucket.name, pool)
+                bucket.wire = await _open_wire(session, client, bucket.name, pool, side.read_timeout)
             try:
                 yield bucket
             finally:
@@ -730,7 +793,9 @@ async def open_bucket(
     raise UserError(f"cannot settle the region of {label} bucket s3://{side.url.bucket}")
 
 
-async def _open_wire(session: aioboto3.Session, client: Any, bucket: str, pool: int) -> Wire | None:
+async def _open_wire(
+    session: aioboto3.Session, client: Any, bucket: str, pool: int, read_timeout: float
+) -> Wire | None:
     """The lean path to `bucket`, reaching it exactly where botocore would, or None to stay on botocore.
 
     botocore resolves the endpoint (virtual host or path style, FIPS, dual-stack,
@@ -756,7 +821,7 @@ async def _open_wire(session: aioboto3.Session, client: Any, bucket: str, pool: 
     if port != default_port:
         host = f"{host}:{port}"
     return Wire(
-        Pool(url.hostname, port, context, max_idle=pool),
+        Pool(url.hostname, port, context, read_timeout=read_timeout, max_idle=pool),
         Signer(client.meta.region_name),
         credentials,
         host,

@@ -6,6 +6,7 @@ replica); they are recorded as failed and retried, in order, by the next run.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,6 +25,8 @@ from backfill.s3 import Copier
 _VANISHED = frozenset({"NoSuchVersion", "NoSuchKey", "404"})
 _ARCHIVED = frozenset({"InvalidObjectState", "ObjectNotInActiveTierError"})
 BLOCKED = "an earlier version of this key failed; versions are copied in order"
+LANDING_WAIT = 1.0  # seconds before looking for a write whose outcome was lost
+SETTLE_RATE = 20 * 1024 * 1024  # bytes/s a server-side copy is assumed to manage at least
 
 
 @dataclass(slots=True)
@@ -69,11 +72,12 @@ class Workers:
                 await self._record(job, it, State.FAILED, why=BLOCKED)
                 continue
             v = it.version
+            landed = self._landed(job, it, dkey)
             try:
                 if v.is_delete_marker:
-                    rvid = await self.copier.delete_marker(dkey)
+                    rvid = await self.copier.delete_marker(dkey, landed)
                 else:
-                    rvid = await self.copier.copy(v, dkey)
+                    rvid = await self.copier.copy(v, dkey, landed)
             except AccessDenied as exc:
                 if self.counters.copied == 0:
                     raise  # nothing has worked yet: the grant is missing, not this object's
@@ -112,6 +116,34 @@ class Workers:
         else:
             c.skipped += 1
         await self.checkpoint.outcome(job.key, it.seq, state, rvid, why)
+
+    def _landed(self, job: KeyJob, it: Item, dkey: str) -> Callable[[], Awaitable[str | None]]:
+        """After a write failed in a way that leaves it unknown whether it happened: did it?
+
+        The write happened if the replica's newest version of the key is one that
+        the manifest does not know for this key, is younger than the job, and
+        matches the source version (the same rule as reconcile). The server may
+        still be carrying out a request whose connection was lost: wait a little
+        (longer for a larger object) before looking.
+        """
+
+        async def check() -> str | None:
+            await anyio.sleep(LANDING_WAIT + it.version.size / SETTLE_RATE)
+            newest: Version | None = None
+            async for complete, _done in key_pages(self.copier.dest, dkey, None, dkey, first_page=1000):
+                for newest_first in complete:
+                    newest = newest_first[0]
+            if newest is None:
+                return None
+            known = job.known | {x.replica_version_id for x in job.items if x.replica_version_id}
+            if newest.version_id in known or not _same(it.version, newest):
+                return None
+            since = self.first_run_started - timedelta(minutes=5) if self.first_run_started else None
+            if since is not None and newest.last_modified and _parse(newest.last_modified) < since:
+                return None
+            return newest.version_id
+
+        return check
 
     async def reconcile(self, job: KeyJob, dkey: str) -> None:
         """Versions of this key may have reached the replica before the last run died.

@@ -27,14 +27,13 @@ from backfill.manifest import Manifest
 from backfill.models import KeyJob, Shard, State, Version
 from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
 from backfill.pipeline.checkpoint import Checkpoint
-from backfill.pipeline.copier import Workers, copy_workers
+from backfill.pipeline.copier import SETTLE_RATE, Workers, copy_workers
 from backfill.pipeline.lister import key_job, list_shard
 from backfill.pipeline.shards import AUTO_TARGET, discover
 from backfill.progress import Counters, Display
 from backfill.s3 import Bucket, Copier, open_bucket
 
 MAX_LISTERS = 8
-SETTLE_RATE = 20 * 1024 * 1024  # bytes/s a server-side copy is assumed to manage at least
 
 
 @dataclass(slots=True)
@@ -46,7 +45,9 @@ class RunResult:
     totals: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     limiter_cuts: int = 0
+    concurrency: tuple[int, int, int] = (0, 0, 0)  # ceiling, lowest, highest after the lowest
     retries: int = 0
+    writes_found_landed: int = 0  # writes whose answer was lost, found carried out (not sent again)
 
     @property
     def exit_code(self) -> int:
@@ -65,10 +66,6 @@ async def _preflight(cfg: RunConfig, src: Bucket, dst: Bucket) -> bool:
                 "the source's history: enable versioning on it (`backfill setup` does), or pass --versions latest"
             )
     return await src.object_lock_enabled()
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 async def run_copy(cfg: RunConfig, *, log: Any = None) -> RunResult:
@@ -93,7 +90,9 @@ async def run_copy(cfg: RunConfig, *, log: Any = None) -> RunResult:
             if manifest is not None:
                 manifest.close()
         result.limiter_cuts = limiter.cuts
+        result.concurrency = (limiter.ceiling, limiter.low, limiter.high_after_low)
         result.retries = list_pacer.retries + copy_pacer.retries
+        result.writes_found_landed = copy_pacer.recovered
         return result
 
 
@@ -117,10 +116,11 @@ async def _pipeline(
         target = cfg.shards or AUTO_TARGET
         shards = await discover(src, cfg.source.url.prefix, target)
         plan = [(s, None, False) for s in shards]
+        first_run = datetime.now(UTC)
         if manifest is not None:
             manifest.save_shards(shards)
             with manifest.transaction() as c:
-                c.execute("INSERT OR REPLACE INTO job VALUES ('first_run_started', ?)", (_now(),))
+                c.execute("INSERT OR REPLACE INTO job VALUES ('first_run_started', ?)", (first_run.isoformat(),))
     counters.shards = len(plan)
     counters.shards_listed = sum(1 for _, _, listed in plan if listed)
     to_list = [(s, marker) for s, marker, listed in plan if not listed]
