@@ -207,6 +207,32 @@ def copy(
     progress_interval: Annotated[
         float, typer.Option(help="Seconds between progress lines when not on a terminal.")
     ] = 30.0,
+    state: Annotated[
+        str | None,
+        typer.Option(
+            help="Multi-shard mode: the job's state location, a DIR or s3://BUCKET/PREFIX/ (one file per shard) "
+            "[default with --engine: ./backfill-<src>-to-<dst>.state]."
+        ),
+    ] = None,
+    engine: Annotated[
+        str | None, typer.Option(help="local: the shards in this process; dask: on a Dask cluster (needs --state).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Dask scheduler address, tcp://HOST:8786 [default: a local cluster].")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(help="Worker processes of the local Dask cluster; also sizes the plan (12 shards each).")
+    ] = 2,
+    parallel: Annotated[int, typer.Option(help="--engine local: shards run at once.")] = 4,
+    plan_only: Annotated[
+        bool, typer.Option("--plan-only", help="Write the job's plan (shards) to --state and stop (for run-shards).")
+    ] = False,
+    lease_seconds: Annotated[
+        float, typer.Option(help="A shard's lease lapses when not renewed this long (a dead worker's is taken over).")
+    ] = 60.0,
+    checkpoint_seconds: Annotated[
+        float, typer.Option(help="Upload each running shard's file to the state location this often.")
+    ] = 60.0,
 ) -> None:
     """Copy every version of SRC into DST, server-side; run it again to resume."""
 
@@ -247,6 +273,28 @@ def copy(
         ).validate()
 
     cfg = _guard(build)
+    if state is not None or engine is not None or plan_only:
+        from backfill.distributed.commands import sharding
+
+        sh = _guard(
+            lambda: sharding(
+                cfg,
+                manifest=manifest,
+                state=state,
+                engine=engine,
+                scheduler=scheduler,
+                workers=workers,
+                parallel=parallel,
+                plan_only=plan_only,
+                lease_seconds=lease_seconds,
+                checkpoint_seconds=checkpoint_seconds,
+                dest_profile=dest_profile,
+                dest_endpoint=dest_endpoint_url or endpoint_url,
+            )
+        )
+        from backfill.distributed.commands import sharded_copy
+
+        raise typer.Exit(sharded_copy(cfg, sh, json_out=json_out, verify_after=verify_after))
     if not dry_run:
         typer.echo(f"manifest: {cfg.manifest}", err=True)
     result = _guard(lambda: _run(run_copy, cfg))
@@ -378,8 +426,17 @@ def verify(
     progress_interval: Annotated[
         float, typer.Option(help="Seconds between progress lines when not on a terminal.")
     ] = 30.0,
+    state: Annotated[
+        str | None, typer.Option(help="Check what a multi-shard job recorded (its shard files, merged).")
+    ] = None,
 ) -> None:
     """Compare source and replica, every version: exit 0 identical, 1 differences (see --report)."""
+    if state is not None:
+        if manifest is not None:
+            raise _fail("pass --manifest or --state, not both")
+        from backfill.distributed.commands import merged_manifest, state_access
+
+        manifest = merged_manifest(state, None, state_access(dest_profile, dest_endpoint_url or endpoint_url))
 
     def build() -> VerifyConfig:
         src_side, dst_side = _sides(
@@ -450,6 +507,14 @@ def status(
     manifest: Annotated[str | None, typer.Option(help="The manifest a copy printed at start.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     limit: Annotated[int, typer.Option(help="How many failed/skipped versions to list.")] = 20,
+    state: Annotated[
+        str | None, typer.Option(help="A multi-shard job's state location: all its shard files, merged.")
+    ] = None,
+    merge_to: Annotated[
+        str | None, typer.Option(help="With --state: keep the merged manifest in this file (for verify --manifest).")
+    ] = None,
+    profile: Annotated[str | None, typer.Option(help="AWS profile that reads an s3:// --state.")] = None,
+    endpoint_url: Endpoint = None,
 ) -> None:
     """Show a backfill's progress and its failed or skipped versions, from the manifest."""
     from backfill.manifest import Manifest
@@ -465,7 +530,12 @@ def status(
             raise UserError("no backfill-*.db here: pass --manifest PATH")
         raise UserError(f"several manifests here ({', '.join(map(str, found))}): pass --manifest PATH")
 
-    path = _guard(pick)
+    if state is not None:
+        from backfill.distributed.commands import merged_manifest, state_access
+
+        path = merged_manifest(state, merge_to, state_access(profile, endpoint_url))
+    else:
+        path = _guard(pick)
     m = _guard(lambda: Manifest.open(path, None, create=False))
     try:
         s = m.summary()
@@ -519,3 +589,6 @@ def demo(
 
 def main() -> None:
     app()
+
+
+import backfill.distributed.commands  # noqa: E402, F401 - registers `backfill run-shards` on the app

@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +35,27 @@ from backfill.progress import Counters, Display
 from backfill.s3 import Bucket, Copier, open_bucket
 
 MAX_LISTERS = 8
+
+
+@dataclass(slots=True)
+class ShardHooks:
+    """How a caller that runs shards on its own (backfill.distributed) joins the pipeline.
+
+    - `listed` runs after a page is written ahead to the manifest and before its keys are
+      handed to the copiers (the shard lease records how far copies may have gone).
+    - keys up to `recheck_upto[shard]` are checked against the replica before copying: an
+      earlier attempt on another machine may have copied them after its last checkpoint.
+    - `may_copy` is asked before every copy (a lease that has lapsed says no).
+    - `shutdown`, when set, stops the run gracefully as a first Ctrl-C does; `signals`
+      False leaves signals alone (a worker thread cannot receive them).
+    """
+
+    listed: Callable[[int, list[KeyJob], str | None, bool], Awaitable[None]] | None = None
+    recheck_upto: dict[int, str] = field(default_factory=dict)
+    may_copy: Callable[[], bool] | None = None
+    shutdown: anyio.Event | None = None
+    signals: bool = True
+    display: bool = True
 
 
 @dataclass(slots=True)
@@ -104,7 +126,9 @@ async def _pipeline(
     counters: Counters,
     carry_lock: bool,
     out: Any,
+    hooks: ShardHooks | None = None,
 ) -> RunResult:
+    hooks = hooks or ShardHooks()
     # Shards: the manifest's, or discovered now (and saved before any listing).
     first_run: datetime | None = None
     saved = manifest.shards() if manifest is not None else []
@@ -129,9 +153,18 @@ async def _pipeline(
     latest_only = cfg.options.versions == "latest"
 
     def make_job(shard: int, newest_first: list[Version]) -> KeyJob | None:
-        return key_job(
+        job = key_job(
             shard, newest_first, src_prefix=cfg.source.url.prefix, latest_only=latest_only, filters=cfg.filters
         )
+        upto = hooks.recheck_upto.get(shard)
+        if job is not None and upto is not None and job.key <= upto:
+            job.recheck = True  # past the checkpoint, but an earlier attempt may have copied it
+        return job
+
+    async def record(shard: int, jobs: list[KeyJob], marker: str | None, done: bool) -> None:
+        await checkpoint.listed(shard, jobs, marker, done)
+        if hooks.listed is not None and manifest is not None:
+            await hooks.listed(shard, jobs, marker, done)
 
     def on_page(jobs: list[KeyJob]) -> None:
         for j in jobs:
@@ -143,6 +176,7 @@ async def _pipeline(
     interrupted = False
     copier = Copier(src, dst, cfg.options, carry_lock)
     workers = Workers(copier, checkpoint, counters, stop, cfg.source.url.prefix, cfg.dest.url.prefix, first_run)
+    workers.may_copy = hooks.may_copy
     key_send, key_recv = anyio.create_memory_object_stream[KeyJob](cfg.concurrency * 4)
     shard_send, shard_recv = anyio.create_memory_object_stream[tuple[Shard, str | None]](len(to_list) or 1)
     for item in to_list:
@@ -154,9 +188,7 @@ async def _pipeline(
     ) -> None:
         async with shards, jobs:
             async for shard, marker in shards:
-                await list_shard(
-                    src, shard, marker, record=checkpoint.listed, out=jobs, make_job=make_job, on_page=on_page
-                )
+                await list_shard(src, shard, marker, record=record, out=jobs, make_job=make_job, on_page=on_page)
                 counters.shards_listed += 1
 
     # What earlier runs left unfinished, read from a snapshot taken before this run writes
@@ -206,31 +238,43 @@ async def _pipeline(
     listing_scope = CancelScope()
     pipeline_scope = CancelScope()
 
-    async def watch_signals() -> None:
+    def begin_stop(message: bool) -> None:
         nonlocal interrupted
+        interrupted = True
+        stop.set()
+        listing_scope.cancel()
+        if message:
+            print(
+                f"\nstopping: letting in-flight copies finish (up to {cfg.grace_seconds:.0f} s); "
+                "Ctrl-C again to stop now",
+                file=out,
+                flush=True,
+            )
+        pipeline_scope.deadline = anyio.current_time() + cfg.grace_seconds
+
+    async def watch_signals() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 if interrupted:
                     pipeline_scope.cancel()
                     return
-                interrupted = True
-                stop.set()
-                listing_scope.cancel()
-                print(
-                    f"\nstopping: letting in-flight copies finish (up to {cfg.grace_seconds:.0f} s); "
-                    "Ctrl-C again to stop now",
-                    file=out,
-                    flush=True,
-                )
-                pipeline_scope.deadline = anyio.current_time() + cfg.grace_seconds
+                begin_stop(True)
+
+    async def watch_shutdown(event: anyio.Event) -> None:
+        await event.wait()
+        begin_stop(False)
 
     error: Exception | None = None
     async with anyio.create_task_group() as outer:
         outer.start_soon(checkpoint.run)
         try:
             async with anyio.create_task_group() as background:
-                background.start_soon(watch_signals)
-                background.start_soon(Display(counters, "backfill", cfg.progress_interval, out).run)
+                if hooks.signals:
+                    background.start_soon(watch_signals)
+                if hooks.shutdown is not None:
+                    background.start_soon(watch_shutdown, hooks.shutdown)
+                if hooks.display:
+                    background.start_soon(Display(counters, "backfill", cfg.progress_interval, out).run)
                 with pipeline_scope:
                     async with anyio.create_task_group() as pipeline:
                         if cfg.dry_run:

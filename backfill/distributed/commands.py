@@ -1,0 +1,296 @@
+"""CLI of multi-shard jobs: `copy --state/--engine`, `run-shards`, and the merged manifest of status/verify.
+
+Registered on backfill.cli's app when that module is imported (its last line imports this one).
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import anyio
+import typer
+
+from backfill.cli import (
+    DestEndpoint,
+    DestProfile,
+    DestRegion,
+    Endpoint,
+    Http,
+    SourceEndpoint,
+    SourceProfile,
+    SourceRegion,
+    _endpoint,
+    _fail,
+    _guard,
+    _print_verify,
+    _sides,
+    _verify_summary,
+    app,
+)
+from backfill.config import RunConfig, VerifyConfig
+from backfill.errors import UserError
+from backfill.pipeline.shards import AUTO_TARGET
+from backfill.pipeline.verifier import run_verify
+from backfill.state import StateAccess, open_store
+
+from .engine import JobResult, merge, run_dask, run_here
+from .plan import SHARDS_PER_WORKER, JobPlan, load_plan, make_plan
+from .shard import ShardSettings, open_sides
+
+ENGINES = ("local", "dask")
+
+
+@dataclass(frozen=True, slots=True)
+class Sharding:
+    state: str
+    engine: str  # local | dask
+    access: StateAccess
+    settings: ShardSettings
+    scheduler: str | None = None
+    workers: int = 2
+    parallel: int = 4
+    retries: int = 3
+    plan_only: bool = False
+
+
+def default_state(manifest_default: str) -> str:
+    """backfill-<src>-to-<dst>.state, beside where the manifest would be."""
+    return manifest_default.removesuffix(".db") + ".state"
+
+
+def state_access(profile: str | None, endpoint: str | None) -> StateAccess:
+    return StateAccess(profile=profile, endpoint_url=_endpoint(endpoint, None))
+
+
+def settings_from(lease_seconds: float, checkpoint_seconds: float, settle_seconds: float | None) -> ShardSettings:
+    if lease_seconds < 1:
+        raise UserError("--lease-seconds must be at least 1")
+    if checkpoint_seconds <= 0:
+        raise UserError("--checkpoint-seconds must be positive")
+    return ShardSettings(lease_seconds, checkpoint_seconds, settle_seconds)
+
+
+def sharding(
+    cfg: RunConfig,
+    *,
+    manifest: str | None,
+    state: str | None,
+    engine: str | None,
+    scheduler: str | None,
+    workers: int,
+    parallel: int,
+    plan_only: bool,
+    lease_seconds: float,
+    checkpoint_seconds: float,
+    dest_profile: str | None,
+    dest_endpoint: str | None,
+) -> Sharding:
+    """copy's multi-shard options, checked."""
+    if manifest is not None:
+        raise UserError("--manifest is the single-file mode; --state/--engine keep one file per shard: pass one")
+    if engine is not None and engine not in ENGINES:
+        raise UserError(f"--engine must be 'local' or 'dask', not {engine!r}")
+    if scheduler is not None and engine != "dask":
+        raise UserError("--scheduler needs --engine dask")
+    if cfg.dry_run:
+        raise UserError("--dry-run lists and counts without a state: run it without --state/--engine")
+    if workers < 1 or parallel < 1:
+        raise UserError("--workers and --parallel must be at least 1")
+    return Sharding(
+        state=state or default_state(cfg.manifest),
+        engine=engine or "local",
+        access=state_access(dest_profile, dest_endpoint),
+        settings=settings_from(lease_seconds, checkpoint_seconds, cfg.settle_seconds),
+        scheduler=scheduler,
+        workers=workers,
+        parallel=parallel,
+        plan_only=plan_only,
+    )
+
+
+def _echo_result(result: JobResult, json_out: bool) -> None:
+    if json_out:
+        typer.echo(json.dumps(result.summary(), indent=2, sort_keys=True))
+    typer.echo("\n".join(result.lines()), err=json_out)
+    for e in result.errors[:1]:
+        typer.echo(f"backfill: error: {e}", err=True)
+
+
+def sharded_copy(cfg: RunConfig, sh: Sharding, *, json_out: bool, verify_after: bool) -> int:
+    """`backfill copy … --state/--engine`: plan (or adopt the plan), then run every shard. Returns the exit code."""
+
+    async def plan_it() -> tuple[JobPlan, bool]:
+        async with open_store(sh.state, sh.access) as store, open_sides(cfg) as (src, _dst, _lock):
+            if cfg.shards is not None:
+                target = cfg.shards
+            elif sh.engine == "dask":
+                target = max(16, SHARDS_PER_WORKER * sh.workers)
+            else:
+                target = AUTO_TARGET
+            return await make_plan(store, cfg, src, target)
+
+    plan, created = _guard(lambda: anyio.run(plan_it))
+    typer.echo(
+        f"state: {sh.state} ({len(plan.shards)} shards, " + ("planned now)" if created else "planned earlier)"),
+        err=True,
+    )
+    if sh.plan_only:
+        typer.echo(
+            f"planned. Run the shards with: backfill run-shards --state {shlex.quote(sh.state)} "
+            "--index I --count N   (one process per index 0…N-1; see the README)",
+            err=True,
+        )
+        return 0
+    if sh.engine == "dask":
+        result = _guard(
+            lambda: run_dask(
+                plan,
+                cfg,
+                sh.state,
+                sh.access,
+                sh.settings,
+                scheduler=sh.scheduler,
+                workers=sh.workers,
+                retries=sh.retries,
+                out=sys.stderr,
+            )
+        )
+    else:
+        shards = list(plan.shards)
+        here = functools.partial(
+            run_here, plan, cfg, sh.state, sh.access, sh.settings, shards, parallel=sh.parallel, out=sys.stderr
+        )
+        result = _guard(lambda: anyio.run(here))
+    _echo_result(result, json_out)
+    code = result.exit_code
+    if verify_after and code in (0, 1) and not result.errors:
+        path = merged_manifest(sh.state, None, sh.access)
+        vcfg = VerifyConfig(
+            cfg.source,
+            cfg.dest,
+            manifest=path,
+            versions=cfg.options.versions,
+            concurrency=cfg.concurrency,
+            max_rps=cfg.max_rps,
+            progress_interval=cfg.progress_interval,
+        )
+        typer.echo("verifying the replica against the merged manifest…", err=True)
+        verified = _guard(lambda: anyio.run(run_verify, vcfg))
+        _print_verify(_verify_summary(verified), json_out=False, err=json_out)
+        code = max(code, verified.exit_code)
+    if result.interrupted and not result.errors:
+        typer.echo(f"stopped. To resume, run: {shlex.join(['backfill', *sys.argv[1:]])}", err=True)
+    return code
+
+
+def merged_manifest(state: str, merge_to: str | None, access: StateAccess) -> str:
+    """Every shard file of the job at `state`, merged into one manifest (a temporary file unless `merge_to`)."""
+    if merge_to:
+        target = Path(merge_to)
+    else:
+        tmp = tempfile.mkdtemp(prefix="backfill-merged-")
+        atexit.register(shutil.rmtree, tmp, True)
+        target = Path(tmp) / "merged.db"
+    _guard(lambda: anyio.run(merge, state, access, target))
+    return str(target)
+
+
+def _from_env(value: int | None, *names: str) -> int | None:
+    if value is not None:
+        return value
+    for n in names:
+        v = os.environ.get(n, "")
+        if v.isdigit():
+            return int(v)
+    return None
+
+
+@app.command("run-shards")
+def run_shards(
+    state: Annotated[str, typer.Option(help="The job's state location (DIR or s3://BUCKET/PREFIX/).")],
+    index: Annotated[
+        int | None,
+        typer.Option(help="This process's index [default: $JOB_COMPLETION_INDEX or $AWS_BATCH_JOB_ARRAY_INDEX]."),
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(help="How many processes share the shards [default: $AWS_BATCH_JOB_ARRAY_SIZE].")
+    ] = None,
+    source_profile: SourceProfile = None,
+    dest_profile: DestProfile = None,
+    source_region: SourceRegion = None,
+    dest_region: DestRegion = None,
+    endpoint_url: Endpoint = None,
+    source_endpoint_url: SourceEndpoint = None,
+    dest_endpoint_url: DestEndpoint = None,
+    http: Http = "lean",
+    concurrency: Annotated[int, typer.Option(help="Ceiling of copy requests in flight in this process.")] = 64,
+    parallel: Annotated[int, typer.Option(help="Shards run at once in this process.")] = 4,
+    max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
+    lease_seconds: Annotated[
+        float, typer.Option(help="A shard's lease lapses when not renewed this long (a dead worker's is taken over).")
+    ] = 60.0,
+    checkpoint_seconds: Annotated[
+        float, typer.Option(help="Upload each running shard's file to the state location this often.")
+    ] = 60.0,
+    settle_seconds: Annotated[
+        float | None,
+        typer.Option(help="After taking over a dead worker's shard, wait this long for its in-flight copies."),
+    ] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
+    progress_interval: Annotated[
+        float, typer.Option(help="Seconds between progress lines when not on a terminal.")
+    ] = 30.0,
+) -> None:
+    """Run shards INDEX, INDEX+COUNT, … of a planned job (a Kubernetes Indexed Job or AWS Batch array member)."""
+    i = _from_env(index, "JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
+    n = _from_env(count, "AWS_BATCH_JOB_ARRAY_SIZE")
+    if i is None:
+        raise _fail("pass --index (or run where JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX is set)")
+    if n is None:
+        raise _fail("pass --count, the number of indexes (AWS_BATCH_JOB_ARRAY_SIZE is read when set)")
+    if n < 1 or not 0 <= i < n:
+        raise _fail(f"--index must be in 0…{n - 1} for --count {n}, not {i}")
+    if parallel < 1:
+        raise _fail("--parallel must be at least 1")
+    settings = _guard(lambda: settings_from(lease_seconds, checkpoint_seconds, settle_seconds))
+    access = state_access(dest_profile, dest_endpoint_url or endpoint_url)
+
+    async def read_plan() -> JobPlan | None:
+        async with open_store(state, access) as store:
+            return await load_plan(store)
+
+    plan = _guard(lambda: anyio.run(read_plan))
+    if plan is None:
+        raise _fail(
+            f"no job planned at {state}: plan it first with "
+            f"`backfill copy SRC DST --state {state} --plan-only` (and the copy options it needs)"
+        )
+
+    def build() -> RunConfig:
+        src, dst = _sides(
+            plan.source,
+            plan.dest,
+            (source_profile, dest_profile),
+            (source_region, dest_region),
+            (endpoint_url, source_endpoint_url, dest_endpoint_url),
+            http,
+        )
+        return plan.run_config(src, dst, concurrency=concurrency, max_rps=max_rps, progress_interval=progress_interval)
+
+    cfg = _guard(build)
+    mine = list(plan.shards)[i::n]
+    typer.echo(f"state: {state}; index {i} of {n}: {len(mine)} of {len(plan.shards)} shards", err=True)
+    here = functools.partial(run_here, plan, cfg, state, access, settings, mine, parallel=parallel, out=sys.stderr)
+    result = _guard(lambda: anyio.run(here))
+    _echo_result(result, json_out)
+    raise typer.Exit(result.exit_code)

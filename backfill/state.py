@@ -1,0 +1,347 @@
+"""The state location of a multi-shard job: a local directory or s3://BUCKET/PREFIX/.
+
+    job.json                    the job: identity, copy options, creation time, the shard list
+    shards/00007.lease          shard 7's lease and commit record (JSON, written conditionally)
+    shards/00007.g000003.db     shard 7's checkpoint written by generation 3 (the manifest's
+                                schema, holding only that shard's rows)
+
+Every write that decides anything is conditional: If-None-Match: * to create, If-Match on
+the ETag read before to replace, so a writer that lost the race gets `Conflict` instead of
+overwriting a newer state. A local directory gets the same semantics from an fcntl lock
+and an atomic rename; its ETag is the content's MD5, as S3's is for a single-part PUT.
+Checkpoint files are written unconditionally but only by the generation that owns their
+name; the lease names the one that counts. Nothing here holds credentials; local files
+are created 0600.
+
+This module and s3.py are the two that talk to S3 (this one only to the control bucket).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aioboto3
+import anyio
+from aiobotocore.config import AioConfig
+from botocore.exceptions import ClientError
+
+from backfill.errors import UserError, classify, error_code, http_status
+
+JOB = "job.json"
+
+
+class Conflict(Exception):
+    """A conditional write lost: the object is not (or no longer) what the writer read."""
+
+
+def lease_name(shard: int) -> str:
+    return f"shards/{shard:05d}.lease"
+
+
+def checkpoint_name(shard: int, generation: int) -> str:
+    return f"shards/{shard:05d}.g{generation:06d}.db"
+
+
+class Store(Protocol):
+    url: str
+
+    async def get(self, name: str) -> tuple[bytes, str] | None:
+        """(body, etag), or None when there is no such object."""
+        ...
+
+    async def put(self, name: str, body: bytes, *, if_match: str | None = None, create: bool = False) -> str:
+        """Write; `create`: only if absent; `if_match`: only if its ETag is still this. Returns the new ETag."""
+        ...
+
+    async def upload(self, name: str, path: Path) -> None: ...
+
+    async def download(self, name: str, path: Path) -> bool: ...
+
+    async def names(self, prefix: str) -> list[str]: ...
+
+    async def delete(self, name: str) -> None: ...
+
+
+def _etag(body: bytes) -> str:
+    return '"' + hashlib.md5(body, usedforsecurity=False).hexdigest() + '"'
+
+
+def _write_0600(path: Path, body: bytes) -> None:
+    """Write a file atomically (temporary file, fsync, rename, fsync of the directory)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(body)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class LocalStore:
+    """A directory on this machine (or one that every worker mounts)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = str(root)
+
+    def _path(self, name: str) -> Path:
+        return self.root / name
+
+    def _mkdirs(self, p: Path) -> None:
+        p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    @contextlib.contextmanager
+    def _locked(self, p: Path) -> Any:
+        """One lock for the directory: conditional writes are small and rare (a lease write per page)."""
+        self._mkdirs(p)
+        fd = os.open(self.root / ".lock", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _get(self, name: str) -> tuple[bytes, str] | None:
+        try:
+            body = self._path(name).read_bytes()
+        except FileNotFoundError:
+            return None
+        return body, _etag(body)
+
+    def _put(self, name: str, body: bytes, if_match: str | None, create: bool) -> str:
+        p = self._path(name)
+        with self._locked(p):
+            current = self._get(name)
+            if create and current is not None:
+                raise Conflict(name)
+            if if_match is not None and (current is None or current[1] != if_match):
+                raise Conflict(name)
+            _write_0600(p, body)
+        return _etag(body)
+
+    def _upload(self, name: str, path: Path) -> None:
+        p = self._path(name)
+        self._mkdirs(p)
+        _write_0600(p, path.read_bytes())
+
+    def _download(self, name: str, path: Path) -> bool:
+        got = self._get(name)
+        if got is None:
+            return False
+        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(got[0])
+        return True
+
+    def _names(self, prefix: str) -> list[str]:
+        """Names that start with `prefix` (as an S3 listing of that prefix would give, one level deep)."""
+        directory, _, start = prefix.rpartition("/")
+        base = self.root / directory if directory else self.root
+        if not base.is_dir():
+            return []
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in base.iterdir()
+            if p.is_file() and p.name.startswith(start) and not p.name.startswith(".")
+        )
+
+    def _delete(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(name).unlink()
+
+    async def get(self, name: str) -> tuple[bytes, str] | None:
+        return await anyio.to_thread.run_sync(self._get, name)
+
+    async def put(self, name: str, body: bytes, *, if_match: str | None = None, create: bool = False) -> str:
+        return await anyio.to_thread.run_sync(self._put, name, body, if_match, create)
+
+    async def upload(self, name: str, path: Path) -> None:
+        await anyio.to_thread.run_sync(self._upload, name, path)
+
+    async def download(self, name: str, path: Path) -> bool:
+        return await anyio.to_thread.run_sync(self._download, name, path)
+
+    async def names(self, prefix: str) -> list[str]:
+        return await anyio.to_thread.run_sync(self._names, prefix)
+
+    async def delete(self, name: str) -> None:
+        await anyio.to_thread.run_sync(self._delete, name)
+
+
+class S3Store:
+    """s3://BUCKET/PREFIX/ through aioboto3, with S3's conditional writes (If-Match / If-None-Match)."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.url = f"s3://{bucket}/{prefix}"
+
+    def _key(self, name: str) -> str:
+        return self.prefix + name
+
+    def _error(self, exc: BaseException, what: str) -> BaseException:
+        if isinstance(exc, ClientError):
+            code, status = error_code(exc), http_status(exc)
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+                return Conflict(what)
+            if code in ("NotImplemented", "InvalidArgument") or status == 501:
+                return UserError(
+                    f"the state location {self.url} does not support conditional writes ({code}): "
+                    "use an S3 store that does (AWS S3 does), or a local --state directory"
+                )
+        return classify(exc, what=f"{what} in the state location {self.url}", bucket=self.bucket)
+
+    async def get(self, name: str) -> tuple[bytes, str] | None:
+        try:
+            r = await self.client.get_object(Bucket=self.bucket, Key=self._key(name))
+            async with r["Body"] as body:
+                data: bytes = await body.read()
+            return data, str(r["ETag"])
+        except ClientError as exc:
+            if error_code(exc) in ("NoSuchKey", "404"):
+                return None
+            raise self._error(exc, f"read {name}") from None
+
+    async def put(self, name: str, body: bytes, *, if_match: str | None = None, create: bool = False) -> str:
+        params: dict[str, Any] = {}
+        if create:
+            params["IfNoneMatch"] = "*"
+        if if_match is not None:
+            params["IfMatch"] = if_match
+        try:
+            r = await self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=body, **params)
+        except ClientError as exc:
+            if if_match is not None and error_code(exc) in ("NoSuchKey", "404"):
+                raise Conflict(name) from None  # it was there when read: someone removed it
+            raise self._error(exc, f"write {name}") from None
+        return str(r["ETag"])
+
+    async def upload(self, name: str, path: Path) -> None:
+        body = await anyio.Path(path).read_bytes()
+        try:
+            await self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=body)
+        except ClientError as exc:
+            raise self._error(exc, f"write {name}") from None
+
+    async def download(self, name: str, path: Path) -> bool:
+        got = await self.get(name)
+        if got is None:
+            return False
+        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(got[0])
+        return True
+
+    async def names(self, prefix: str) -> list[str]:
+        out: list[str] = []
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
+            if token:
+                params["ContinuationToken"] = token
+            try:
+                r = await self.client.list_objects_v2(**params)
+            except ClientError as exc:
+                raise self._error(exc, f"list {prefix}") from None
+            out.extend(o["Key"][len(self.prefix) :] for o in r.get("Contents", []))
+            if not r.get("IsTruncated"):
+                return sorted(out)
+            token = r.get("NextContinuationToken")
+
+    async def delete(self, name: str) -> None:
+        with contextlib.suppress(ClientError):
+            await self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+
+
+@dataclass(frozen=True, slots=True)
+class StateAccess:
+    """How to reach an s3:// state location (a local one needs nothing)."""
+
+    profile: str | None = None
+    region: str | None = None
+    endpoint_url: str | None = None
+
+
+def is_s3(location: str) -> bool:
+    return location.startswith("s3://")
+
+
+def _local(location: str) -> LocalStore:
+    root = Path(location)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"--state {location} is a file: name a directory (or s3://BUCKET/PREFIX/)")
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return LocalStore(root)
+
+
+@contextlib.asynccontextmanager
+async def open_store(location: str, access: StateAccess | None = None) -> AsyncIterator[Store]:
+    if not is_s3(location):
+        yield _local(location)
+        return
+    a = access or StateAccess()
+    rest = location[5:]
+    bucket, _, prefix = rest.partition("/")
+    if not bucket:
+        raise UserError(f"--state {location}: name a bucket, as s3://BUCKET/PREFIX/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    session = aioboto3.Session(profile_name=a.profile) if a.profile else aioboto3.Session()
+    try:
+        ctx = session.client(
+            "s3",
+            region_name=a.region,
+            endpoint_url=a.endpoint_url,
+            config=AioConfig(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
+            if a.endpoint_url
+            else AioConfig(retries={"max_attempts": 5, "mode": "standard"}),
+        )
+        async with ctx as client:
+            yield S3Store(client, bucket, prefix)
+    except ClientError as exc:
+        raise classify(exc, what=f"the state location {location}", bucket=bucket) from None
+
+
+async def check_conditional_writes(store: Store) -> None:
+    """Refuse a store whose conditional writes do not refuse: its leases would fence nothing."""
+    name = "probe-conditional-write"
+    await store.delete(name)
+    etag = await store.put(name, b"1", create=True)
+    try:
+        await store.put(name, b"2", create=True)
+    except Conflict:
+        pass
+    else:
+        raise UserError(
+            f"the state location {store.url} ignores If-None-Match (a conditional write succeeded twice), "
+            "so a worker presumed dead could overwrite a newer checkpoint: use AWS S3 or a local --state directory"
+        )
+    try:
+        await store.put(name, b"3", if_match='"0"')
+    except Conflict:
+        pass
+    else:
+        raise UserError(
+            f"the state location {store.url} ignores If-Match (a conditional write with a stale ETag succeeded): "
+            "use AWS S3 or a local --state directory"
+        )
+    del etag
+    await store.delete(name)
