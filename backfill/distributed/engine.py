@@ -109,7 +109,7 @@ class JobResult:
             return 2
         if self.interrupted:
             return 130
-        if self.totals.get("failed", 0):
+        if self.totals.get("failed", 0) or self.totals.get("pending", 0):
             return 1
         return 0 if self.shards_done == self.shards else 1
 
@@ -151,7 +151,7 @@ class JobResult:
         ]
         for reason, n in list(s["problems"].items())[:10]:
             out.append(f"  {n:,} × {reason}")
-        if j["failed"] or self.shards_done < self.shards:
+        if j["failed"] or j["pending"] or self.shards_done < self.shards:
             out.append(f"run the same command again to continue; details: backfill status --state {self.state}")
         return out
 

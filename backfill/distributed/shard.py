@@ -15,10 +15,12 @@ copied twice:
    holder had in flight to land.
 2. Hold. Before the copiers get a listed page, the holder records in the lease how far
    copies may go (`listed_upto`, the page's last key), with If-Match on its last ETag.
-   It renews the lease every lease_seconds/4. It copies only while its last successful
-   lease write was sent less than lease_seconds ago (on a clock that counts suspend),
-   and stops at once when a lease write fails with a conflict: a claimant has taken
-   over. So when a claimant takes over, the old holder has started no copy for
+   It renews the lease every lease_seconds/4. It starts a copy only while its last
+   successful lease write was sent less than lease_seconds ago (on a clock that counts
+   suspend); past that, copies wait for a renewal to succeed. It stops at once when a
+   lease write fails with a conflict: a claimant has taken over. (A renewal after a
+   lapse is safe: it and a claimant's takeover are both If-Match on the same ETag, so
+   only one of them succeeds.) So when a claimant takes over, the old holder has started no copy for
    lease_seconds and its last copies have had `settle` to land.
 3. Checkpoint. The shard's SQLite file (the manifest's schema, this shard's rows) is
    written ahead and updated as in a single-machine run; every checkpoint_seconds, and
@@ -126,8 +128,13 @@ class Holder:
         self.lost_event = anyio.Event()
         self._lock = anyio.Lock()
 
-    def may_copy(self) -> bool:
-        return not self.lost and clock() < self.valid_until
+    async def may_copy(self) -> bool:
+        """True while the lease is ours and fresh; while a renewal is late, wait for it; False once lost."""
+        while not self.lost:
+            if clock() < self.valid_until:
+                return True
+            await anyio.sleep(0.05)
+        return False
 
     def _lose(self) -> None:
         self.lost = True
@@ -149,9 +156,9 @@ class Holder:
                         f"shard {new.shard}: another attempt took the lease over (generation > {new.generation})"
                     ) from None
                 except RetryableError:
-                    if clock() >= self.valid_until:
+                    if clock() >= self.valid_until + 10 * self.ttl:
                         self._lose()
-                        raise LeaseLost(f"shard {new.shard}: could not renew the lease in time") from None
+                        raise LeaseLost(f"shard {new.shard}: the state location did not take a lease write") from None
                     await anyio.sleep(min(1.0, self.ttl / 8))
                     continue
                 self.lease = new
@@ -172,8 +179,8 @@ class Holder:
         upto = self.lease.listed_upto
         if marker is not None and (upto is None or marker > upto):
             await self.write(listed_upto=marker, largest=max(self.lease.largest, largest))
-        elif not self.may_copy():
-            raise LeaseLost(f"shard {self.lease.shard}: lease lapsed")
+        elif not await self.may_copy():
+            raise LeaseLost(f"shard {self.lease.shard}: lease lost")
 
 
 @dataclass(slots=True)
@@ -360,7 +367,7 @@ async def run_shard(
             stopping = anyio.Event()
 
             async def relay() -> None:
-                # A lost or lapsed lease stops the pipeline at once (no copy starts: may_copy says no).
+                # A lost lease stops the pipeline at once (no copy starts: may_copy says no).
                 await holder.lost_event.wait()
                 stopping.set()
 

@@ -38,7 +38,8 @@ class Workers:
     src_prefix: str
     dst_prefix: str
     first_run_started: datetime | None
-    may_copy: Callable[[], bool] | None = None  # asked before each copy (a shard lease that lapsed says no)
+    # Awaited before each copy: a shard lease (distributed.shard) waits out a late renewal, False once lost.
+    may_copy: Callable[[], Awaitable[bool]] | None = None
 
     def dest_key(self, key: str) -> str:
         return rebase(key, self.src_prefix, self.dst_prefix)
@@ -67,7 +68,7 @@ class Workers:
         for it in job.items:
             if it.state is State.COPIED:
                 continue
-            if self.stop.is_set() or (self.may_copy is not None and not self.may_copy()):
+            if self.stop.is_set() or (self.may_copy is not None and not await self.may_copy()):
                 return
             if failed:
                 await self._record(job, it, State.FAILED, why=BLOCKED)

@@ -45,14 +45,14 @@ class ShardHooks:
       handed to the copiers (the shard lease records how far copies may have gone).
     - keys up to `recheck_upto[shard]` are checked against the replica before copying: an
       earlier attempt on another machine may have copied them after its last checkpoint.
-    - `may_copy` is asked before every copy (a lease that has lapsed says no).
+    - `may_copy` is awaited before every copy (a lapsed lease waits for its renewal; False once lost).
     - `shutdown`, when set, stops the run gracefully as a first Ctrl-C does; `signals`
       False leaves signals alone (a worker thread cannot receive them).
     """
 
     listed: Callable[[int, list[KeyJob], str | None, bool], Awaitable[None]] | None = None
     recheck_upto: dict[int, str] = field(default_factory=dict)
-    may_copy: Callable[[], bool] | None = None
+    may_copy: Callable[[], Awaitable[bool]] | None = None
     shutdown: anyio.Event | None = None
     signals: bool = True
     display: bool = True

@@ -1,0 +1,362 @@
+"""Multi-shard jobs: a state location, shard leases, Dask, and the indexed launcher (run-shards).
+
+Real servers, real processes: a Dask LocalCluster whose worker dies mid-shard, run-shards
+processes one of which is SIGKILLed and restarted. Replicas are compared history by history.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from backfill.distributed.shard import Holder, LeaseLost, ShardSettings, claim
+from backfill.state import Conflict, LocalStore, S3Store, check_conditional_writes, lease_name
+from tests.conftest import Store
+from tests.test_resume import _assert_exact_replica, seed_many
+
+KEYS = 1500  # 1,710 versions and delete markers: more than a listing page, so the bucket is sharded
+FAST = ["--lease-seconds", "3", "--settle-seconds", "1"]
+
+
+@pytest.fixture(scope="module")
+def seeded(seaweed: Store) -> tuple[str, int]:
+    """One source bucket for the tests that only read it (seeding takes seconds)."""
+    src, _ = seaweed.buckets()
+    return src, seed_many(seaweed, src, KEYS)
+
+
+def _copy(store: Store, src: str, dst: str, *args: str, env: dict[str, str] | None = None) -> Any:
+    r = store.run("copy", f"s3://{src}", f"s3://{dst}", "--json", *args, env=env)
+    assert "Traceback" not in r.stderr, r.stderr
+    return r
+
+
+def _leases(state: Path) -> dict[int, dict[str, Any]]:
+    return {int(p.name[:5]): json.loads(p.read_text()) for p in sorted((state / "shards").glob("*.lease"))}
+
+
+def _shard_file_totals(state: Path) -> dict[str, int]:
+    """Version counts by state, summed over the shard files the leases name."""
+    out: dict[str, int] = {}
+    for lease in _leases(state).values():
+        with sqlite3.connect(state / lease["checkpoint"]) as db:
+            for st, n in db.execute("SELECT state, count(*) FROM version GROUP BY state"):
+                name = ["pending", "copied", "failed", "skipped"][st]
+                out[name] = out.get(name, 0) + n
+    return out
+
+
+def _no_duplicate_replica_ids(merged: str, store: Store, dst: str, total: int) -> None:
+    with sqlite3.connect(merged) as db:
+        rvids = [r[0] for r in db.execute("SELECT rvid FROM version")]
+    assert len(rvids) == len(set(rvids)) == total
+    assert set(rvids) == {e[3] for v in store.history(dst).values() for e in v}
+
+
+# --- the state location's conditional writes, on each server ---------------------------
+
+
+def test_conditional_writes_on_seaweedfs_and_moto(store: Store) -> None:
+    ctl = f"ctl-{os.getpid()}-{store.buckets()[0]}"
+    store.client.create_bucket(Bucket=ctl)
+
+    async def main() -> None:
+        from backfill.state import StateAccess, open_store
+
+        async with open_store(f"s3://{ctl}/run/", StateAccess(endpoint_url=store.endpoint)) as s:
+            assert isinstance(s, S3Store)
+            await check_conditional_writes(s)  # both refuse a second create and a stale If-Match
+            etag = await s.put("x", b"1", create=True)
+            with pytest.raises(Conflict):
+                await s.put("x", b"2", create=True)
+            new = await s.put("x", b"2", if_match=etag)
+            with pytest.raises(Conflict):
+                await s.put("x", b"3", if_match=etag)
+            got = await s.get("x")
+            assert got == (b"2", new)
+            with pytest.raises(Conflict):
+                await s.put("absent", b"1", if_match=etag)
+
+    env = {k: v for k, v in store.env.items() if k != "AWS_ENDPOINT_URL"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        anyio.run(main)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# --- the lease protocol, in-process on a local state directory ---------------------------
+
+
+def test_lease_live_holder_is_waited_for_dead_one_taken_over(tmp_path: Path) -> None:
+    settings = ShardSettings(lease_seconds=0.6, checkpoint_seconds=60, settle_seconds=0.2)
+    store = LocalStore(tmp_path)
+    said: list[str] = []
+
+    async def main() -> None:
+        first = await claim(store, 7, settings, said.append)
+        assert first.holder is not None and first.previous is None
+        h1: Holder = first.holder
+        assert h1.lease.generation == 1 and await h1.may_copy()
+        await h1.listed(7, [], "k0100", False)
+        t = time.monotonic()
+        # A live holder (renewing) is never taken over: the claimant waits until it releases.
+        claims: list[Any] = []
+        renewing = anyio.CancelScope()
+
+        async def renew() -> None:
+            with renewing:
+                await h1.keep_alive()
+
+        async def claimant() -> None:
+            claims.append(await claim(store, 7, settings, said.append))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(renew)
+            tg.start_soon(claimant)
+            await anyio.sleep(1.5)  # 2.5 lease periods
+            assert not claims
+            renewing.cancel()
+            await h1.write(state="released", clean=True, complete=False)
+        second = claims[0]
+        assert second.holder is not None and second.settle == 0  # released cleanly: nothing to wait for
+        h2 = second.holder
+        assert h2.lease.generation == 2 and h2.lease.listed_upto == "k0100"
+        # The old holder's writes now fail, and it may not copy.
+        with pytest.raises(LeaseLost):
+            await h1.write()
+        assert not await h1.may_copy()
+        # A dead holder (no renewals): taken over after lease_seconds, then settle before checking its copies.
+        t = time.monotonic()
+        third = await claim(store, 7, settings, said.append)
+        assert time.monotonic() - t >= settings.lease_seconds
+        assert third.holder is not None and third.holder.lease.generation == 3 and third.settle == 0.2
+        assert third.previous is not None and third.previous.listed_upto == "k0100"
+        with pytest.raises(LeaseLost):
+            await h2.write()
+        await third.holder.write(state="released", complete=True)
+        done = await claim(store, 7, settings, said.append)
+        assert done.holder is None  # complete: nothing to do
+
+    anyio.run(main)
+    assert any("held by" in s for s in said)
+    assert stat.S_IMODE((tmp_path / lease_name(7)).stat().st_mode) == 0o600
+
+
+# --- copy --state, in this process --------------------------------------------------------
+
+
+def test_local_state_copy_status_merge_and_verify(seaweed: Store, tmp_path: Path, seeded: tuple[str, int]) -> None:
+    _, dst = seaweed.buckets()
+    src, total = seeded
+    state = tmp_path / "state"
+    r = _copy(seaweed, src, dst, "--state", str(state), "--shards", "4", "--concurrency", "16")
+    assert r.code == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["job"]["copied"] == total and s["job"]["shards"] == 4 == s["job"]["shards_listed"]
+    _assert_exact_replica(seaweed, src, dst)
+    for f in [state / "job.json", *(state / "shards").iterdir()]:
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    assert "secret" not in (state / "job.json").read_text().lower()
+
+    # The merged view is the sum of the shard files.
+    merged = str(tmp_path / "merged.db")
+    r = seaweed.run("status", "--state", str(state), "--merge-to", merged, "--json")
+    assert r.code == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["complete"] and st["shards"] == 4
+    assert {k: v["count"] for k, v in st["versions"].items()} == _shard_file_totals(state) == {"copied": total}
+    assert sum(lease["totals"]["copied"] for lease in _leases(state).values()) == total
+    _no_duplicate_replica_ids(merged, seaweed, dst, total)
+
+    r = seaweed.run("verify", f"s3://{src}", f"s3://{dst}", "--state", str(state))
+    assert r.code == 0, r.stdout + r.stderr
+    r = seaweed.run("verify", f"s3://{src}", f"s3://{dst}", "--manifest", merged)
+    assert r.code == 0, r.stdout + r.stderr
+
+    # Again: every shard is complete, nothing is copied.
+    before = seaweed.history(dst)
+    r = _copy(seaweed, src, dst, "--state", str(state))
+    assert r.code == 0 and json.loads(r.stdout)["this_run"]["copied"] == 0, r.stderr
+    assert seaweed.history(dst) == before
+
+
+def test_state_mode_refusals(seaweed: Store, tmp_path: Path) -> None:
+    src, dst = seaweed.buckets()
+    r = seaweed.run("copy", f"s3://{src}", f"s3://{dst}", "--state", str(tmp_path), "--manifest", "x.db")
+    assert r.code == 2 and r.stderr.count("\n") == 1 and "--manifest" in r.stderr
+    r = seaweed.run("run-shards", "--state", str(tmp_path / "nothing"), "--index", "0", "--count", "1")
+    assert r.code == 2 and "--plan-only" in r.stderr and r.stderr.count("\n") == 1
+    r = seaweed.run("run-shards", "--state", str(tmp_path))
+    assert r.code == 2 and "--index" in r.stderr
+    # Another job's state is refused.
+    other_src, other_dst = seaweed.buckets()
+    seaweed.client.put_object(Bucket=src, Key="a", Body=b"a")
+    assert _copy(seaweed, src, dst, "--state", str(tmp_path / "s")).code == 0
+    r = _copy(seaweed, other_src, other_dst, "--state", str(tmp_path / "s"))
+    assert r.code == 2 and "another job" in r.stderr
+    # Without Dask installed, --engine dask says so in one line.
+    block = tmp_path / "nodask" / "distributed"
+    block.mkdir(parents=True)
+    (block / "__init__.py").write_text("raise ImportError('not installed')\n")
+    no_dask = {"PYTHONPATH": str(block.parent)}
+    r = _copy(seaweed, src, dst, "--engine", "dask", "--state", str(tmp_path / "s"), env=no_dask)
+    assert r.code == 2 and "pip install 'backfill[dask]'" in r.stderr and r.stderr.count("backfill: error") == 1
+
+
+# --- Dask: a worker dies mid-shard --------------------------------------------------------
+
+
+def test_dask_worker_killed_mid_shard_is_retried_and_the_replica_is_exact(
+    seaweed: Store, tmp_path: Path, seeded: tuple[str, int]
+) -> None:
+    _, dst = seaweed.buckets()
+    src, total = seeded
+    state = tmp_path / "state"
+    args = ["--state", str(state), "--engine", "dask", "--workers", "2", "--shards", "4", "--concurrency", "16"]
+    # The test hook: the first attempt of shard 1 ends its worker process (os._exit) after 100 copies. Its
+    # checkpoint interval is long, so the retry starts from nothing and must find those copies in the replica.
+    r = _copy(seaweed, src, dst, *args, *FAST, env={"BACKFILL_TEST_DIE_AFTER": "1:100"})
+    assert r.code == 0, r.stderr
+    s = json.loads(r.stdout)
+    assert s["job"]["copied"] == total and s["job"]["pending"] == 0 and s["job"]["failed"] == 0
+    assert s["this_run"]["recovered_after_crash"] >= 100  # the dead attempt's copies, found, not copied again
+    assert "shard 1: held by" in r.stderr and "generation 2 waits" in r.stderr
+    leases = _leases(state)
+    assert leases[1]["generation"] == 2 and {leases[i]["generation"] for i in (0, 2, 3)} == {1}
+    _assert_exact_replica(seaweed, src, dst)
+    merged = str(tmp_path / "merged.db")
+    assert seaweed.run("status", "--state", str(state), "--merge-to", merged).code == 0
+    _no_duplicate_replica_ids(merged, seaweed, dst, total)
+
+    before = seaweed.history(dst)
+    r = _copy(seaweed, src, dst, *args)
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["this_run"]["copied"] == 0
+    assert seaweed.history(dst) == before
+
+
+# --- run-shards: an indexed job, one member SIGKILLed and restarted; state in S3 ----------
+
+
+def _start(store: Store, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | store.env
+    return subprocess.Popen(
+        [sys.executable, "-m", "backfill", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_indexed_members_one_killed_and_restarted_on_s3_state(
+    seaweed: Store, tmp_path: Path, seeded: tuple[str, int]
+) -> None:
+    _, dst = seaweed.buckets()
+    src, total = seeded
+    ctl = f"ctl-{src}"
+    seaweed.client.create_bucket(Bucket=ctl)
+    state = f"s3://{ctl}/run-1/"
+    r = _copy(seaweed, src, dst, "--state", state, "--shards", "6", "--plan-only")
+    assert r.code == 0 and "run-shards" in r.stderr, r.stderr
+
+    def lease(shard: int) -> dict[str, Any] | None:
+        try:
+            body = seaweed.client.get_object(Bucket=ctl, Key=f"run-1/{lease_name(shard)}")["Body"].read()
+        except seaweed.client.exceptions.NoSuchKey:
+            return None
+        return dict(json.loads(body))
+
+    member = [
+        "run-shards",
+        "--state",
+        state,
+        "--count",
+        "3",
+        "--parallel",
+        "1",
+        "--concurrency",
+        "8",
+        "--max-rps",
+        "150",
+        "--checkpoint-seconds",
+        "0.3",
+        "--json",
+        *FAST,
+    ]
+    procs = {i: _start(seaweed, *member, "--index", str(i)) for i in range(3)}
+    try:
+        # Member 1 runs shards 1 and 4. Kill it once shard 1 has a checkpoint and is still running.
+        deadline = time.monotonic() + 60
+        while not ((le := lease(1)) and le["state"] == "held" and le["checkpoint"]):
+            assert time.monotonic() < deadline and procs[1].poll() is None, "shard 1 never checkpointed"
+            time.sleep(0.02)
+        procs[1].send_signal(signal.SIGKILL)
+        procs[1].communicate()
+        for i in (0, 2):
+            _, err = procs[i].communicate(timeout=120)
+            assert procs[i].returncode == 0, err
+        # The restarted member takes shard 1 over once its lease lapses, and runs shard 4.
+        procs[1] = _start(seaweed, *member, "--index", "1")
+        _, err = procs[1].communicate(timeout=120)
+        assert procs[1].returncode == 0, err
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert "shard 1: held by" in err
+    le1 = lease(1)
+    assert le1 is not None and le1["generation"] == 2 and le1["complete"]
+    _assert_exact_replica(seaweed, src, dst)
+
+    r = seaweed.run("status", "--state", state, "--json", "--merge-to", str(tmp_path / "m.db"))
+    assert r.code == 0, r.stderr
+    st = json.loads(r.stdout)
+    per_shard = [lease(i) for i in range(6)]
+    assert st["versions"]["copied"]["count"] == sum(le["totals"]["copied"] for le in per_shard if le) == total
+    _no_duplicate_replica_ids(str(tmp_path / "m.db"), seaweed, dst, total)
+    # Old generations' checkpoints are gone: one file per shard.
+    names = [o["Key"] for o in seaweed.client.list_objects_v2(Bucket=ctl, Prefix="run-1/shards/")["Contents"]]
+    assert sum(n.endswith(".db") for n in names) == 6
+
+    # Every member again: nothing to do.
+    before = seaweed.history(dst)
+    again = [_start(seaweed, *member, "--index", str(i)) for i in range(3)]
+    for p in again:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0 and json.loads(out)["this_run"]["copied"] == 0, err
+    assert seaweed.history(dst) == before
+
+
+def test_index_from_the_environment(seaweed: Store, tmp_path: Path) -> None:
+    src, dst = seaweed.buckets()
+    for i in range(5):
+        seaweed.client.put_object(Bucket=src, Key=f"k{i}", Body=b"x")
+    state = str(tmp_path / "state")
+    assert _copy(seaweed, src, dst, "--state", state, "--plan-only").code == 0
+    batch = {"AWS_BATCH_JOB_ARRAY_INDEX": "0", "AWS_BATCH_JOB_ARRAY_SIZE": "1"}
+    r = seaweed.run("run-shards", "--state", state, "--json", env=batch)
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["this_run"]["copied"] == 5
+    assert "index 0 of 1" in r.stderr
+    r = seaweed.run("run-shards", "--state", state, "--count", "2", env={"JOB_COMPLETION_INDEX": "1"})
+    assert r.code == 0 and "0 of 1 shards" in r.stderr, r.stderr
