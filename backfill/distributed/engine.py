@@ -350,7 +350,6 @@ def run_dask(
 
     result = JobResult(state, "dask", len(plan.shards))
     progress = JobProgress(len(plan.shards))
-    started = time.monotonic()
 
     def on_event(event: tuple[float, dict[str, Any]]) -> None:
         _, msg = event
@@ -375,6 +374,8 @@ def run_dask(
             client = dd.Client(cluster)
     except OSError as exc:
         raise UserError(f"cannot reach the Dask scheduler {scheduler or '(local cluster)'}: {exc}") from None
+    started = time.monotonic()  # elapsed: the job on the cluster, not the cluster's start
+    progress.started = started
     try:
         client.subscribe_topic(TOPIC, on_event)
         run = uuid.uuid4().hex[:8]

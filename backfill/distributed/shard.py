@@ -331,106 +331,116 @@ async def run_shard(
         assert got.previous is not None
         return ShardOutcome(shard.id, got.previous.totals, {}, counters, got.previous.generation, True)
     holder, prev = got.holder, got.previous
-    generation = holder.lease.generation
-    mine = checkpoint_name(shard.id, generation)
-    src, dst, carry_lock = sides
-    with tempfile.TemporaryDirectory(prefix=f"backfill-shard-{shard.id}-") as tmp:
-        path = Path(tmp) / "shard.db"
-        snap = Path(tmp) / "upload.db"
-        if prev is not None and prev.checkpoint and not await store.download(prev.checkpoint, path):
-            raise UserError(
-                f"the lease of shard {shard.id} names the checkpoint {prev.checkpoint}, which is missing from "
-                f"{store.url}: the state location was changed by hand; start the job again in a new --state"
-            )
-        fresh = not path.exists()
-        manifest = Manifest.open(str(path), identity, create=True)
-        try:
-            if fresh:
-                manifest.save_shards([shard])
-                with manifest.transaction() as c:
-                    Manifest.set_job_value(c, "first_run_started", created)
+    try:
+        generation = holder.lease.generation
+        mine = checkpoint_name(shard.id, generation)
+        src, dst, carry_lock = sides
+        with tempfile.TemporaryDirectory(prefix=f"backfill-shard-{shard.id}-") as tmp:
+            path = Path(tmp) / "shard.db"
+            snap = Path(tmp) / "upload.db"
+            if prev is not None and prev.checkpoint and not await store.download(prev.checkpoint, path):
+                raise UserError(
+                    f"the lease of shard {shard.id} names the checkpoint {prev.checkpoint}, which is missing from "
+                    f"{store.url}: the state location was changed by hand; start the job again in a new --state"
+                )
+            fresh = not path.exists()
+            manifest = Manifest.open(str(path), identity, create=True)
+            try:
+                if fresh:
+                    manifest.save_shards([shard])
+                    with manifest.transaction() as c:
+                        Manifest.set_job_value(c, "first_run_started", created)
 
-            async def checkpoint(**changes: Any) -> None:
-                await anyio.to_thread.run_sync(_snapshot, path, snap)
-                await store.upload(mine, snap)
-                await holder.write(checkpoint=mine, **changes)
+                async def checkpoint(**changes: Any) -> None:
+                    await anyio.to_thread.run_sync(_snapshot, path, snap)
+                    await store.upload(mine, snap)
+                    await holder.write(checkpoint=mine, **changes)
 
-            async def periodic() -> None:
-                with contextlib.suppress(LeaseLost):  # the relay stops the run
-                    while True:
-                        await anyio.sleep(settings.checkpoint_seconds)
+                async def periodic() -> None:
+                    with contextlib.suppress(LeaseLost):  # the relay stops the run
+                        while True:
+                            await anyio.sleep(settings.checkpoint_seconds)
+                            try:
+                                await checkpoint()
+                            except RetryableError as exc:
+                                say(f"shard {shard.id}: checkpoint upload failed, trying again later: {exc}")
+
+                stopping = anyio.Event()
+
+                async def relay() -> None:
+                    # A lost lease stops the pipeline at once (no copy starts: may_copy says no).
+                    await holder.lost_event.wait()
+                    stopping.set()
+
+                async def forward(event: anyio.Event) -> None:
+                    await event.wait()
+                    stopping.set()
+
+                die_after = _die_after(shard.id, generation)
+
+                async def test_die() -> None:
+                    assert die_after is not None
+                    while counters.copied < die_after:  # noqa: ASYNC110 - a test hook polls the counters
+                        await anyio.sleep(0.005)
+                    os._exit(137)  # the test hook: a machine that dies mid-shard
+
+                hooks = ShardHooks(
+                    listed=holder.listed,
+                    recheck_upto={shard.id: prev.listed_upto} if prev is not None and prev.listed_upto else {},
+                    may_copy=holder.may_copy,
+                    shutdown=stopping,
+                    signals=signals,
+                    display=display,
+                )
+                # The lease protocol did the settle wait; the runner's own (from the file's heartbeat,
+                # written on another machine's clock) is not needed.
+                run_cfg = replace(cfg, manifest=str(path), settle_seconds=0.0)
+                result: RunResult | None = None
+                error: Exception | None = None
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(holder.keep_alive)
+                    tg.start_soon(relay)
+                    if shutdown is not None:
+                        tg.start_soon(forward, shutdown)
+                    if got.settle > 0:
+                        say(
+                            f"shard {shard.id}: generation {generation} waits {got.settle:.0f} s for copies the "
+                            "previous attempt left in flight to land before checking them against the replica"
+                        )
+                        with anyio.move_on_after(got.settle):
+                            await stopping.wait()
+                    if not stopping.is_set():
+                        tg.start_soon(periodic)
+                        if die_after is not None:
+                            tg.start_soon(test_die)
                         try:
-                            await checkpoint()
-                        except RetryableError as exc:
-                            say(f"shard {shard.id}: checkpoint upload failed, trying again later: {exc}")
-
-            stopping = anyio.Event()
-
-            async def relay() -> None:
-                # A lost lease stops the pipeline at once (no copy starts: may_copy says no).
-                await holder.lost_event.wait()
-                stopping.set()
-
-            async def forward(event: anyio.Event) -> None:
-                await event.wait()
-                stopping.set()
-
-            die_after = _die_after(shard.id, generation)
-
-            async def test_die() -> None:
-                assert die_after is not None
-                while counters.copied < die_after:  # noqa: ASYNC110 - a test hook polls the counters
-                    await anyio.sleep(0.005)
-                os._exit(137)  # the test hook: a machine that dies mid-shard
-
-            hooks = ShardHooks(
-                listed=holder.listed,
-                recheck_upto={shard.id: prev.listed_upto} if prev is not None and prev.listed_upto else {},
-                may_copy=holder.may_copy,
-                shutdown=stopping,
-                signals=signals,
-                display=display,
-            )
-            # The lease protocol did the settle wait; the runner's own (from the file's heartbeat,
-            # written on another machine's clock) is not needed.
-            run_cfg = replace(cfg, manifest=str(path), settle_seconds=0.0)
-            result: RunResult | None = None
-            error: Exception | None = None
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(holder.keep_alive)
-                tg.start_soon(relay)
-                if shutdown is not None:
-                    tg.start_soon(forward, shutdown)
-                if got.settle > 0:
-                    say(
-                        f"shard {shard.id}: generation {generation} waits {got.settle:.0f} s for copies the previous "
-                        "attempt left in flight to land before checking them against the replica"
-                    )
-                    with anyio.move_on_after(got.settle):
-                        await stopping.wait()
-                if not stopping.is_set():
-                    tg.start_soon(periodic)
-                    if die_after is not None:
-                        tg.start_soon(test_die)
-                    try:
-                        result = await _pipeline(run_cfg, src, dst, manifest, counters, carry_lock, out, hooks)
-                    except Exception as exc:
-                        error = exc
-                tg.cancel_scope.cancel()
-            if holder.lost:
-                raise LeaseLost(f"shard {shard.id}: another attempt took the lease over (or the lease lapsed)")
-            totals = _totals(manifest)
-            if error is not None:
-                # Hand the shard on at once (no lease to wait out), with what this attempt did.
-                with contextlib.suppress(Exception):
-                    await checkpoint(state="released", clean=False, complete=False, totals=totals)
-                raise error
-            clean = manifest.job().get("clean") == "1"
-            complete = totals["shards_listed"] == totals["shards"] and totals["pending"] == 0 and totals["failed"] == 0
-            await checkpoint(state="released", clean=clean, complete=complete, totals=totals)
-            reasons = manifest.reasons()
-        finally:
-            manifest.close()
+                            result = await _pipeline(run_cfg, src, dst, manifest, counters, carry_lock, out, hooks)
+                        except Exception as exc:
+                            error = exc
+                    tg.cancel_scope.cancel()
+                if holder.lost:
+                    raise LeaseLost(f"shard {shard.id}: another attempt took the lease over (or the lease lapsed)")
+                totals = _totals(manifest)
+                if error is not None:
+                    # Hand the shard on at once (no lease to wait out), with what this attempt did.
+                    with contextlib.suppress(Exception):
+                        await checkpoint(state="released", clean=False, complete=False, totals=totals)
+                    raise error
+                clean = manifest.job().get("clean") == "1"
+                complete = (
+                    totals["shards_listed"] == totals["shards"] and totals["pending"] == 0 and totals["failed"] == 0
+                )
+                await checkpoint(state="released", clean=clean, complete=complete, totals=totals)
+                reasons = manifest.reasons()
+            finally:
+                manifest.close()
+    except BaseException:
+        if not holder.lost and holder.lease.state == "held":
+            # Cancelled or failed before releasing: hand the shard on now (the next attempt waits
+            # only for copies that may be in flight, not for the lease to lapse).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10), contextlib.suppress(Exception):
+                await holder.write(state="released", clean=False, complete=False)
+        raise
     # Earlier generations' files are superseded by ours (a late writer's leftovers too).
     with contextlib.suppress(Exception):
         for name in await store.names(f"shards/{shard.id:05d}.g"):
