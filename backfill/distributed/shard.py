@@ -330,121 +330,168 @@ async def run_shard(
     if got.holder is None:
         assert got.previous is not None
         return ShardOutcome(shard.id, got.previous.totals, {}, counters, got.previous.generation, True)
-    holder, prev = got.holder, got.previous
+    attempt = _Attempt(cfg, shard, store, settings, got, counters, say)
     try:
-        generation = holder.lease.generation
-        mine = checkpoint_name(shard.id, generation)
-        src, dst, carry_lock = sides
         with tempfile.TemporaryDirectory(prefix=f"backfill-shard-{shard.id}-") as tmp:
-            path = Path(tmp) / "shard.db"
-            snap = Path(tmp) / "upload.db"
-            if prev is not None and prev.checkpoint and not await store.download(prev.checkpoint, path):
-                raise UserError(
-                    f"the lease of shard {shard.id} names the checkpoint {prev.checkpoint}, which is missing from "
-                    f"{store.url}: the state location was changed by hand; start the job again in a new --state"
-                )
-            fresh = not path.exists()
-            manifest = Manifest.open(str(path), identity, create=True)
-            try:
-                if fresh:
-                    manifest.save_shards([shard])
-                    with manifest.transaction() as c:
-                        Manifest.set_job_value(c, "first_run_started", created)
-
-                async def checkpoint(**changes: Any) -> None:
-                    await anyio.to_thread.run_sync(_snapshot, path, snap)
-                    await store.upload(mine, snap)
-                    await holder.write(checkpoint=mine, **changes)
-
-                async def periodic() -> None:
-                    with contextlib.suppress(LeaseLost):  # the relay stops the run
-                        while True:
-                            await anyio.sleep(settings.checkpoint_seconds)
-                            try:
-                                await checkpoint()
-                            except RetryableError as exc:
-                                say(f"shard {shard.id}: checkpoint upload failed, trying again later: {exc}")
-
-                stopping = anyio.Event()
-
-                async def relay() -> None:
-                    # A lost lease stops the pipeline at once (no copy starts: may_copy says no).
-                    await holder.lost_event.wait()
-                    stopping.set()
-
-                async def forward(event: anyio.Event) -> None:
-                    await event.wait()
-                    stopping.set()
-
-                die_after = _die_after(shard.id, generation)
-
-                async def test_die() -> None:
-                    assert die_after is not None
-                    while counters.copied < die_after:  # noqa: ASYNC110 - a test hook polls the counters
-                        await anyio.sleep(0.005)
-                    os._exit(137)  # the test hook: a machine that dies mid-shard
-
-                hooks = ShardHooks(
-                    listed=holder.listed,
-                    recheck_upto={shard.id: prev.listed_upto} if prev is not None and prev.listed_upto else {},
-                    may_copy=holder.may_copy,
-                    shutdown=stopping,
-                    signals=signals,
-                    display=display,
-                )
-                # The lease protocol did the settle wait; the runner's own (from the file's heartbeat,
-                # written on another machine's clock) is not needed.
-                run_cfg = replace(cfg, manifest=str(path), settle_seconds=0.0)
-                result: RunResult | None = None
-                error: Exception | None = None
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(holder.keep_alive)
-                    tg.start_soon(relay)
-                    if shutdown is not None:
-                        tg.start_soon(forward, shutdown)
-                    if got.settle > 0:
-                        say(
-                            f"shard {shard.id}: generation {generation} waits {got.settle:.0f} s for copies the "
-                            "previous attempt left in flight to land before checking them against the replica"
-                        )
-                        with anyio.move_on_after(got.settle):
-                            await stopping.wait()
-                    if not stopping.is_set():
-                        tg.start_soon(periodic)
-                        if die_after is not None:
-                            tg.start_soon(test_die)
-                        try:
-                            result = await _pipeline(run_cfg, src, dst, manifest, counters, carry_lock, out, hooks)
-                        except Exception as exc:
-                            error = exc
-                    tg.cancel_scope.cancel()
-                if holder.lost:
-                    raise LeaseLost(f"shard {shard.id}: another attempt took the lease over (or the lease lapsed)")
-                totals = _totals(manifest)
-                if error is not None:
-                    # Hand the shard on at once (no lease to wait out), with what this attempt did.
-                    with contextlib.suppress(Exception):
-                        await checkpoint(state="released", clean=False, complete=False, totals=totals)
-                    raise error
-                clean = manifest.job().get("clean") == "1"
-                complete = (
-                    totals["shards_listed"] == totals["shards"] and totals["pending"] == 0 and totals["failed"] == 0
-                )
-                await checkpoint(state="released", clean=clean, complete=complete, totals=totals)
-                reasons = manifest.reasons()
-            finally:
-                manifest.close()
+            outcome = await attempt.run(
+                Path(tmp), identity, created, sides, out, shutdown=shutdown, signals=signals, display=display
+            )
     except BaseException:
-        if not holder.lost and holder.lease.state == "held":
-            # Cancelled or failed before releasing: hand the shard on now (the next attempt waits
-            # only for copies that may be in flight, not for the lease to lapse).
-            with anyio.CancelScope(shield=True), anyio.move_on_after(10), contextlib.suppress(Exception):
-                await holder.write(state="released", clean=False, complete=False)
+        await attempt.hand_on()
         raise
-    # Earlier generations' files are superseded by ours (a late writer's leftovers too).
-    with contextlib.suppress(Exception):
-        for name in await store.names(f"shards/{shard.id:05d}.g"):
-            if name != mine:
-                await store.delete(name)
-    interrupted = result.interrupted if result is not None else True
-    return ShardOutcome(shard.id, totals, reasons, counters, generation, False, interrupted)
+    await attempt.remove_older_checkpoints()
+    return outcome
+
+
+class _Attempt:
+    """The claimed shard: its local file, its checkpoints, and the pipeline under the lease."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        shard: Shard,
+        store: Store,
+        settings: ShardSettings,
+        got: Claim,
+        counters: Counters,
+        say: Callable[[str], None],
+    ) -> None:
+        assert got.holder is not None
+        self.cfg, self.shard, self.store, self.settings = cfg, shard, store, settings
+        self.holder, self.prev, self.settle = got.holder, got.previous, got.settle
+        self.counters, self.say = counters, say
+        self.generation = self.holder.lease.generation
+        self.mine = checkpoint_name(shard.id, self.generation)
+        self.stopping = anyio.Event()
+        self.path = Path()
+        self.snap = Path()
+
+    async def _open(self, tmp: Path, identity: dict[str, str], created: str) -> Manifest:
+        """The previous generation's checkpoint, or a new file holding only this shard."""
+        self.path, self.snap = tmp / "shard.db", tmp / "upload.db"
+        prev = self.prev
+        if prev is not None and prev.checkpoint and not await self.store.download(prev.checkpoint, self.path):
+            raise UserError(
+                f"the lease of shard {self.shard.id} names the checkpoint {prev.checkpoint}, which is missing from "
+                f"{self.store.url}: the state location was changed by hand; start the job again in a new --state"
+            )
+        fresh = not self.path.exists()
+        manifest = Manifest.open(str(self.path), identity, create=True)
+        if fresh:
+            manifest.save_shards([self.shard])
+            with manifest.transaction() as c:
+                Manifest.set_job_value(c, "first_run_started", created)
+        return manifest
+
+    async def checkpoint(self, **changes: Any) -> None:
+        """Upload a consistent copy of the shard file under this generation's name; point the lease at it."""
+        await anyio.to_thread.run_sync(_snapshot, self.path, self.snap)
+        await self.store.upload(self.mine, self.snap)
+        await self.holder.write(checkpoint=self.mine, **changes)
+
+    async def _periodic(self) -> None:
+        with contextlib.suppress(LeaseLost):  # _relay stops the run
+            while True:
+                await anyio.sleep(self.settings.checkpoint_seconds)
+                try:
+                    await self.checkpoint()
+                except RetryableError as exc:
+                    self.say(f"shard {self.shard.id}: checkpoint upload failed, trying again later: {exc}")
+
+    async def _relay(self, event: anyio.Event) -> None:
+        """A lost lease (or the caller's shutdown) stops the pipeline; may_copy already lets no copy start."""
+        await event.wait()
+        self.stopping.set()
+
+    async def _test_die(self, after: int) -> None:
+        while self.counters.copied < after:  # noqa: ASYNC110 - a test hook polls the counters
+            await anyio.sleep(0.005)
+        os._exit(137)  # the test hook: a machine that dies mid-shard
+
+    async def run(
+        self,
+        tmp: Path,
+        identity: dict[str, str],
+        created: str,
+        sides: tuple[Bucket, Bucket, bool],
+        out: Any,
+        *,
+        shutdown: anyio.Event | None,
+        signals: bool,
+        display: bool,
+    ) -> ShardOutcome:
+        holder, prev, shard = self.holder, self.prev, self.shard
+        src, dst, carry_lock = sides
+        manifest = await self._open(tmp, identity, created)
+        try:
+            hooks = ShardHooks(
+                listed=holder.listed,
+                recheck_upto={shard.id: prev.listed_upto} if prev is not None and prev.listed_upto else {},
+                may_copy=holder.may_copy,
+                shutdown=self.stopping,
+                signals=signals,
+                display=display,
+            )
+            # The lease protocol did the settle wait; the runner's own (from the file's heartbeat,
+            # written on another machine's clock) is not needed.
+            run_cfg = replace(self.cfg, manifest=str(self.path), settle_seconds=0.0)
+            die_after = _die_after(shard.id, self.generation)
+            result: RunResult | None = None
+            error: Exception | None = None
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(holder.keep_alive)
+                tg.start_soon(self._relay, holder.lost_event)
+                if shutdown is not None:
+                    tg.start_soon(self._relay, shutdown)
+                if self.settle > 0:
+                    self.say(
+                        f"shard {shard.id}: generation {self.generation} waits {self.settle:.0f} s for copies the "
+                        "previous attempt left in flight to land before checking them against the replica"
+                    )
+                    with anyio.move_on_after(self.settle):
+                        await self.stopping.wait()
+                if not self.stopping.is_set():
+                    tg.start_soon(self._periodic)
+                    if die_after is not None:
+                        tg.start_soon(self._test_die, die_after)
+                    try:
+                        result = await _pipeline(run_cfg, src, dst, manifest, self.counters, carry_lock, out, hooks)
+                    except Exception as exc:
+                        error = exc
+                tg.cancel_scope.cancel()
+            if holder.lost:
+                raise LeaseLost(f"shard {shard.id}: another attempt took the lease over (or the lease lapsed)")
+            totals = _totals(manifest)
+            if error is not None:
+                # Hand the shard on at once (no lease to wait out), with what this attempt did.
+                with contextlib.suppress(Exception):
+                    await self.checkpoint(state="released", clean=False, complete=False, totals=totals)
+                raise error
+            clean = manifest.job().get("clean") == "1"
+            complete = totals["shards_listed"] == totals["shards"] and totals["pending"] == 0 and totals["failed"] == 0
+            await self.checkpoint(state="released", clean=clean, complete=complete, totals=totals)
+            reasons = manifest.reasons()
+        finally:
+            manifest.close()
+        interrupted = result.interrupted if result is not None else True
+        return ShardOutcome(shard.id, totals, reasons, self.counters, self.generation, False, interrupted)
+
+    async def hand_on(self) -> None:
+        """Cancelled or failed before releasing: release now, so that the next attempt waits only for
+        copies that may still be in flight, not for the lease to lapse."""
+        if self.holder.lost or self.holder.lease.state != "held":
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10), contextlib.suppress(Exception):
+            await self.holder.write(state="released", clean=False, complete=False)
+
+    async def remove_older_checkpoints(self) -> None:
+        """Earlier generations' files are superseded by ours (a late writer's leftovers too).
+
+        Only older ones: a newer generation may already have claimed the released shard.
+        """
+        prefix = f"shards/{self.shard.id:05d}.g"
+        with contextlib.suppress(Exception):  # tidying only
+            for name in await self.store.names(prefix):
+                gen = name[len(prefix) :].removesuffix(".db")
+                if gen.isdigit() and int(gen) < self.generation:
+                    await self.store.delete(name)
