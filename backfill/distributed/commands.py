@@ -26,6 +26,7 @@ from backfill.cli import (
     DestRegion,
     Endpoint,
     Http,
+    ReadTimeout,
     SourceEndpoint,
     SourceProfile,
     SourceRegion,
@@ -233,6 +234,7 @@ def run_shards(
     source_endpoint_url: SourceEndpoint = None,
     dest_endpoint_url: DestEndpoint = None,
     http: Http = "lean",
+    read_timeout: ReadTimeout = 60.0,
     concurrency: Annotated[int, typer.Option(help="Ceiling of copy requests in flight in this process.")] = 64,
     parallel: Annotated[int, typer.Option(help="Shards run at once in this process.")] = 4,
     max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
@@ -284,6 +286,7 @@ def run_shards(
             (source_region, dest_region),
             (endpoint_url, source_endpoint_url, dest_endpoint_url),
             http,
+            read_timeout,
         )
         return plan.run_config(src, dst, concurrency=concurrency, max_rps=max_rps, progress_interval=progress_interval)
 

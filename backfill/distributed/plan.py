@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from backfill.config import CopyOptions, Filters, RunConfig, Side, parse_s3_url, parse_time
+from backfill.config import CopyOptions, Filters, RunConfig, Side, parse_time
 from backfill.errors import UserError
 from backfill.models import Shard
 from backfill.pipeline.shards import discover
@@ -98,14 +98,6 @@ class JobPlan:
             filters=self.filters,
             **tuning,
         ).validate()
-
-
-def sides_for(plan_source: str, plan_dest: str, source: Side, dest: Side) -> tuple[Side, Side]:
-    """The plan's buckets with the access settings given on this machine's command line."""
-    return (
-        Side(parse_s3_url(plan_source), source.profile, source.region, source.endpoint_url, source.lean),
-        Side(parse_s3_url(plan_dest), dest.profile, dest.region, dest.endpoint_url, dest.lean),
-    )
 
 
 async def load_plan(store: Store) -> JobPlan | None:

@@ -56,7 +56,8 @@ from backfill.errors import RetryableError, UserError
 from backfill.manifest import Manifest
 from backfill.models import KeyJob, Shard, State
 from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
-from backfill.pipeline.runner import SETTLE_RATE, RunResult, ShardHooks, _pipeline, _preflight
+from backfill.pipeline.copier import SETTLE_RATE
+from backfill.pipeline.runner import RunResult, ShardHooks, _pipeline, _preflight
 from backfill.progress import Counters
 from backfill.s3 import Bucket, open_bucket
 from backfill.state import Conflict, Store, checkpoint_name, lease_name
