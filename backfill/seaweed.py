@@ -162,6 +162,10 @@ def local_s3(data_dir: Path | None = None, *, cpu: int | None = None) -> Iterato
         f"-admin.port.grpc={admin_grpc}",
         f"-metricsPort={metrics}",
         "-admin.ui=false",
+        # Every bucket is a collection that grows volumes of its own, and the default limit (free
+        # disk / 128 MB) let a fresh server take writes into only ~73 buckets: a test session
+        # creates more. Volumes are not preallocated, so a high count costs no disk until written.
+        "-volume.max=2000",
         "-webdav=false",
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",

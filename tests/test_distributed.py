@@ -6,6 +6,7 @@ processes one of which is SIGKILLed and restarted. Replicas are compared history
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -25,15 +26,31 @@ from backfill.state import Conflict, LocalStore, S3Store, check_conditional_writ
 from tests.conftest import Store
 from tests.test_resume import _assert_exact_replica, seed_many
 
+_names = itertools.count()
 KEYS = 1500  # 1,710 versions and delete markers: more than a listing page, so the bucket is sharded
 FAST = ["--lease-seconds", "3", "--settle-seconds", "1"]
+
+
+def _bucket(store: Store, name: str, *, versioned: bool = True) -> str:
+    """One bucket (each SeaweedFS bucket is a collection with volumes of its own: make no spare ones)."""
+    bucket = f"shards-{name}-{os.getpid()}-{next(_names)}"  # conftest names its pairs src-/dst-PID-N
+    store.client.create_bucket(Bucket=bucket)
+    if versioned:
+        store.client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    return bucket
 
 
 @pytest.fixture(scope="module")
 def seeded(seaweed: Store) -> tuple[str, int]:
     """One source bucket for the tests that only read it (seeding takes seconds)."""
-    src, _ = seaweed.buckets()
+    src = _bucket(seaweed, "src")
     return src, seed_many(seaweed, src, KEYS)
+
+
+@pytest.fixture(scope="module")
+def control(seaweed: Store) -> str:
+    """A control bucket for s3:// state locations (not versioned)."""
+    return _bucket(seaweed, "ctl", versioned=False)
 
 
 def _copy(store: Store, src: str, dst: str, *args: str, env: dict[str, str] | None = None) -> Any:
@@ -68,8 +85,7 @@ def _no_duplicate_replica_ids(merged: str, store: Store, dst: str, total: int) -
 
 
 def test_conditional_writes_on_seaweedfs_and_moto(store: Store) -> None:
-    ctl = f"ctl-{os.getpid()}-{store.buckets()[0]}"
-    store.client.create_bucket(Bucket=ctl)
+    ctl = _bucket(store, "ctl", versioned=False)
 
     async def main() -> None:
         from backfill.state import StateAccess, open_store
@@ -163,7 +179,7 @@ def test_lease_live_holder_is_waited_for_dead_one_taken_over(tmp_path: Path) -> 
 
 
 def test_local_state_copy_status_merge_and_verify(seaweed: Store, tmp_path: Path, seeded: tuple[str, int]) -> None:
-    _, dst = seaweed.buckets()
+    dst = _bucket(seaweed, "dst")
     src, total = seeded
     state = tmp_path / "state"
     r = _copy(seaweed, src, dst, "--state", str(state), "--shards", "4", "--concurrency", "16")
@@ -204,10 +220,10 @@ def test_state_mode_refusals(seaweed: Store, tmp_path: Path) -> None:
     r = seaweed.run("run-shards", "--state", str(tmp_path))
     assert r.code == 2 and "--index" in r.stderr
     # Another job's state is refused.
-    other_src, other_dst = seaweed.buckets()
+    other_dst = _bucket(seaweed, "dst")
     seaweed.client.put_object(Bucket=src, Key="a", Body=b"a")
     assert _copy(seaweed, src, dst, "--state", str(tmp_path / "s")).code == 0
-    r = _copy(seaweed, other_src, other_dst, "--state", str(tmp_path / "s"))
+    r = _copy(seaweed, src, other_dst, "--state", str(tmp_path / "s"))
     assert r.code == 2 and "another job" in r.stderr
     # Without Dask installed, --engine dask says so in one line.
     block = tmp_path / "nodask" / "distributed"
@@ -224,7 +240,7 @@ def test_state_mode_refusals(seaweed: Store, tmp_path: Path) -> None:
 def test_dask_worker_killed_mid_shard_is_retried_and_the_replica_is_exact(
     seaweed: Store, tmp_path: Path, seeded: tuple[str, int]
 ) -> None:
-    _, dst = seaweed.buckets()
+    dst = _bucket(seaweed, "dst")
     src, total = seeded
     state = tmp_path / "state"
     args = ["--state", str(state), "--engine", "dask", "--workers", "2", "--shards", "4", "--concurrency", "16"]
@@ -266,12 +282,11 @@ def _start(store: Store, *args: str) -> subprocess.Popen[str]:
 
 
 def test_indexed_members_one_killed_and_restarted_on_s3_state(
-    seaweed: Store, tmp_path: Path, seeded: tuple[str, int]
+    seaweed: Store, tmp_path: Path, seeded: tuple[str, int], control: str
 ) -> None:
-    _, dst = seaweed.buckets()
+    dst = _bucket(seaweed, "dst")
     src, total = seeded
-    ctl = f"ctl-{src}"
-    seaweed.client.create_bucket(Bucket=ctl)
+    ctl = control
     state = f"s3://{ctl}/run-1/"
     r = _copy(seaweed, src, dst, "--state", state, "--shards", "6", "--plan-only")
     assert r.code == 0 and "run-shards" in r.stderr, r.stderr
