@@ -416,7 +416,15 @@ def run_dask(
                 await anyio.to_thread.run_sync(collect)
                 tg.cancel_scope.cancel()
 
-        anyio.run(main)
+        try:
+            anyio.run(main)
+        except KeyboardInterrupt:
+            # Shards already running finish on their workers (a thread cannot be stopped);
+            # none starts from now on. A local cluster's workers stop with this process:
+            # their leases lapse and the next run takes those shards over.
+            print("\nstopping: no more shards are started", file=out, flush=True)
+            client.cancel(futures)
+            result.interrupted = True
     finally:
         client.close()
         if cluster is not None:
