@@ -29,8 +29,11 @@ the rates and k, never on timing. Kinds:
     stall           the request is forwarded and its response held for `seconds`
 
 Without faults (and without `inspect=True`) the proxy relays bytes without parsing
-them. With faults it parses request and response heads and frames bodies
-(Content-Length, chunked, or until close), relaying body bytes as they come.
+them, on asyncio protocols with one timer per direction (cheap: a benchmark runs it
+on the server's core). With faults it runs on anyio streams, parses request and
+response heads and frames bodies (Content-Length, chunked, or until close),
+relaying body bytes as they come. Clients must not pipeline requests (none of the
+S3 SDKs do).
 Operations are recognised from the method, the path (path-style or virtual-host
 addressing), the query and the x-amz-copy-source header; see `operation()`.
 `stats` counts connections, requests per operation (when parsing) and every
@@ -40,6 +43,7 @@ injected fault, as "kind" and "kind:Operation".
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib.util
 import json
@@ -50,7 +54,7 @@ import struct
 import sys
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -488,6 +492,169 @@ _Pending = _Forwarded | _Answer
 _CONNECTION_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.EndOfStream, ProtocolError)
 
 
+class _Direction:
+    """Bytes one way through the relay: each piece written `delay` after it arrived, in order, by one timer."""
+
+    HIGH_WATER = 16 * 1024 * 1024  # bytes in the delay line before the sending side is paused
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, delay: float, src: _RelaySide, dst: _RelaySide) -> None:
+        self.loop = loop
+        self.delay = delay
+        self.src = src
+        self.dst = dst
+        self.queue: deque[tuple[float, bytes | None]] = deque()  # None: end of stream, after what came before
+        self.queued = 0
+        self.not_before = 0.0  # nothing leaves before this (a new connection's handshake)
+        self.timer: asyncio.TimerHandle | None = None
+
+    def push(self, data: bytes | None) -> None:
+        now = self.loop.time()
+        due = max(now, self.not_before) + self.delay
+        if data is not None and due <= now and not self.queue and self.dst.transport is not None:
+            self.dst.transport.write(data)  # no delay: straight through
+            return
+        self.queue.append((due, data))
+        if data is not None:
+            self.queued += len(data)
+            if self.queued > self.HIGH_WATER:
+                self.src.pause()
+        self.arm()
+
+    def arm(self) -> None:
+        if self.timer is None and self.queue and self.dst.transport is not None:
+            self.timer = self.loop.call_at(self.queue[0][0], self._flush)
+
+    def _flush(self) -> None:
+        self.timer = None
+        t = self.dst.transport
+        if t is None or t.is_closing():
+            return
+        now = self.loop.time()
+        while self.queue and self.queue[0][0] <= now:
+            _, data = self.queue.popleft()
+            if data is None:
+                self.dst.end_out()
+                return
+            self.queued -= len(data)
+            t.write(data)
+        if self.queued <= self.HIGH_WATER:
+            self.src.resume()
+        self.arm()
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+
+class _RelaySide(asyncio.Protocol):
+    """One socket of a relayed connection; what it receives goes into `out`, towards the other socket."""
+
+    def __init__(self, relay: _Relay) -> None:
+        self.relay = relay
+        self.transport: asyncio.Transport | None = None
+        self.out: _Direction
+        self.paused = False
+        self.eof_in = False  # its peer sent FIN
+        self.eof_out = False  # we sent it FIN
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.out.push(data)
+
+    def eof_received(self) -> bool:
+        self.eof_in = True
+        self.out.push(None)  # half-close the other socket once the delayed bytes are out
+        self._close_if_done()
+        return True
+
+    def end_out(self) -> None:
+        if self.transport is not None and not self.eof_out:
+            self.eof_out = True
+            self.transport.write_eof()
+            self._close_if_done()
+
+    def _close_if_done(self) -> None:
+        if self.eof_in and self.eof_out and self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.relay.lost(self, exc)
+
+    def pause(self) -> None:
+        if not self.paused and self.transport is not None:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self.paused and self.transport is not None and not self.transport.is_closing():
+            self.paused = False
+            self.transport.resume_reading()
+
+    # The socket we write to is full: stop reading from the one that feeds it.
+    def pause_writing(self) -> None:
+        self.relay.peer(self).pause()
+
+    def resume_writing(self) -> None:
+        self.relay.peer(self).resume()
+
+
+class _Relay:
+    """A connection relayed byte for byte (no faults): asyncio protocols and one timer per direction.
+
+    The proxy's cheap path (a benchmark runs it beside the server, on the server's
+    core): no task per connection or per read, no parsing, no copy but the delay line.
+    Half-closes are passed on; a reset on one side aborts the other at once.
+    """
+
+    def __init__(self, proxy: Proxy, loop: asyncio.AbstractEventLoop) -> None:
+        self.proxy = proxy
+        self.loop = loop
+        self.client = _RelaySide(self)
+        self.upstream = _RelaySide(self)
+        half = proxy.rtt / 2
+        self.client.out = _Direction(loop, half, self.client, self.upstream)
+        self.upstream.out = _Direction(loop, half, self.upstream, self.client)
+        self.client.out.not_before = loop.time() + proxy.rtt  # the handshake's round trip
+        self.task: asyncio.Task[None] | None = None
+
+    def peer(self, side: _RelaySide) -> _RelaySide:
+        return self.upstream if side is self.client else self.client
+
+    async def connect(self) -> None:
+        try:
+            await self.loop.create_connection(lambda: self.upstream, *self.proxy.upstream)
+        except OSError:
+            self.proxy._count("upstream_connect_errors")
+            self.abort()
+            return
+        if self.client.transport is None or self.client.transport.is_closing():
+            self.abort()  # the client went away meanwhile
+            return
+        self.client.out.arm()
+
+    def lost(self, side: _RelaySide, exc: Exception | None) -> None:
+        """A socket closed: after an error the other is aborted; a clean close was a FIN both ways."""
+        side.out.cancel()
+        other = self.peer(side)
+        if exc is not None and other.transport is not None and not other.transport.is_closing():
+            other.out.cancel()
+            other.transport.abort()
+        if other.transport is None or other.transport.is_closing():
+            self.proxy._live.discard(self)
+
+    def abort(self) -> None:
+        self.client.out.cancel()
+        self.upstream.out.cancel()
+        for side in (self.client, self.upstream):
+            if side.transport is not None:
+                side.transport.abort()
+        self.proxy._live.discard(self)
+
+
 class Proxy:
     """The proxy as an async context manager; `endpoint_url` and `stats` while inside it."""
 
@@ -516,6 +683,7 @@ class Proxy:
         self._lock = threading.Lock()
         self._requests = 0
         self._stack = contextlib.AsyncExitStack()
+        self._live: set[_Relay] = set()
         self.last_error = ""
 
     # --- public ---------------------------------------------------------------
@@ -531,6 +699,10 @@ class Proxy:
             return dict(self._stats)
 
     async def __aenter__(self) -> Proxy:
+        if not self.parse:
+            with contextlib.suppress(RuntimeError):  # only on the asyncio backend
+                await self._start_relay(asyncio.get_running_loop())
+                return self
         listener = await anyio.create_tcp_listener(local_host=self.host, local_port=self.port)
         await self._stack.enter_async_context(listener)
         self.port = listener.extra(SocketAttribute.local_port)
@@ -545,6 +717,25 @@ class Proxy:
         await self._stack.aclose()
 
     # --- internals ------------------------------------------------------------
+
+    async def _start_relay(self, loop: asyncio.AbstractEventLoop) -> None:
+        def accepted() -> _RelaySide:
+            relay = _Relay(self, loop)
+            self._live.add(relay)
+            self._count("connections")
+            relay.task = loop.create_task(relay.connect())
+            return relay.client
+
+        server = await loop.create_server(accepted, self.host, self.port)
+        self.port = server.sockets[0].getsockname()[1]
+
+        def stop() -> None:
+            server.close()
+            for relay in list(self._live):
+                relay.abort()
+            self._live.clear()
+
+        self._stack.callback(stop)
 
     def _count(self, *names: str) -> None:
         with self._lock:

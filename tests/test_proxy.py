@@ -33,11 +33,12 @@ def _client(store: Store, endpoint: str, **config: Any) -> Any:
     )
 
 
+@pytest.mark.parametrize("rtt", [0, 10])
 @pytest.mark.parametrize("inspect", [False, True], ids=["relay", "parsing"])
-def test_requests_pass_through_unchanged(seaweed: Store, inspect: bool) -> None:
+def test_requests_pass_through_unchanged(seaweed: Store, inspect: bool, rtt: int) -> None:
     src, dst = seaweed.buckets()
     body = bytes(range(256)) * 1024  # 256 KiB: several reads on both sides
-    with ThreadedProxy(seaweed.endpoint, inspect=inspect) as p:
+    with ThreadedProxy(seaweed.endpoint, inspect=inspect, rtt_ms=rtt) as p:
         c = _client(seaweed, p.endpoint_url)
         c.put_object(Bucket=src, Key="dir/a b+c", Body=body)
         assert c.get_object(Bucket=src, Key="dir/a b+c")["Body"].read() == body
