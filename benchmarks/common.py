@@ -347,6 +347,14 @@ def machine() -> dict[str, str]:
     }
 
 
+def seaweed_version() -> str:
+    from backfill.seaweed import weed_binary
+
+    p = subprocess.run([weed_binary(), "version"], capture_output=True, text=True, check=False)
+    words = p.stdout.split()
+    return words[2] if p.returncode == 0 and len(words) > 2 and words[0] == "version" else "unknown version"
+
+
 def loadavg() -> str:
     with contextlib.suppress(OSError):
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])

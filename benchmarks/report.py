@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.common import ROOT, machine
+from benchmarks.common import ROOT, machine, seaweed_version
 
 if TYPE_CHECKING:
     from benchmarks.common import Shape
@@ -20,7 +20,8 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
 def machine_line(pinned: bool, load: tuple[str, str], *, proxy: bool = True) -> str:
     m = machine()
-    server = "SeaweedFS (`weed mini`) and the delay proxy" if proxy else "SeaweedFS (`weed mini`)"
+    weed = f"SeaweedFS {seaweed_version()} (`weed mini`)"
+    server = f"{weed} and the delay proxy (tests/proxy.py)" if proxy else weed
     pin = (
         f"{server} pinned to CPU 0, the client pinned to CPU 1 (`taskset`)"
         if pinned

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import random
+import shlex
 import shutil
 import statistics
 import sys
@@ -226,7 +227,7 @@ def main(args: argparse.Namespace) -> None:
         shape=shape,
         summaries=summaries,
         tools=list(tools.values()),
-        command=" ".join(["python -m benchmarks", *sys.argv[1:]]),
+        command=shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]),
         repeat=args.repeat,
         pinned=can_pin(),
         load=(load_before, load_after),

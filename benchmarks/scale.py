@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -161,7 +162,7 @@ def main(args: argparse.Namespace) -> None:
     section = report.scale_section(
         results=results,
         versions_per_key=k,
-        command=" ".join(["python -m benchmarks", *sys.argv[1:]]),
+        command=shlex.join(["python", "-m", "benchmarks", *sys.argv[1:]]),
         version=version,
         pinned=can_pin(),
         load=(load_before, loadavg()),
