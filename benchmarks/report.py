@@ -249,7 +249,8 @@ def peers_chart(summaries: Sequence[Summary], shape: Shape, path: Path) -> bool:
         ax.set_xticks(range(len(tools)))
         ax.set_xticklabels(tools, rotation=20)
     axes[0].legend()
-    fig.suptitle(f"{shape.describe().split(',')[0]} on local SeaweedFS — {time.strftime('%Y-%m-%d')}")
+    what = f"{shape.objects:,} keys × {shape.versions} version{'s' if shape.versions > 1 else ''}, 1 KiB"
+    fig.suptitle(f"{what}, on a local SeaweedFS — medians — {time.strftime('%Y-%m-%d')}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
