@@ -83,6 +83,15 @@ OPERATIONS = frozenset(
         "DeleteObjectTagging",
         "DeleteObjects",
         "GetBucketLocation",
+        "GetObjectLegalHold",
+        "GetObjectRetention",
+        "GetObjectAcl",
+        "GetBucketReplication",
+        "GetBucketEncryption",
+        "GetBucketAcl",
+        "GetBucketTagging",
+        "GetBucketPolicy",
+        "GetObjectLockConfiguration",
         "GetBucketVersioning",
         "GetObject",
         "GetObjectAttributes",
@@ -220,6 +229,9 @@ def operation(method: str, target: str, headers: Mapping[str, str]) -> str:
                 ("uploadId", "ListParts"),
                 ("tagging", "GetObjectTagging"),
                 ("attributes", "GetObjectAttributes"),
+                ("acl", "GetObjectAcl"),
+                ("retention", "GetObjectRetention"),
+                ("legal-hold", "GetObjectLegalHold"),
             ):
                 if p in params:
                     return op
@@ -242,6 +254,12 @@ def operation(method: str, target: str, headers: Mapping[str, str]) -> str:
             ("uploads", "ListMultipartUploads"),
             ("location", "GetBucketLocation"),
             ("versioning", "GetBucketVersioning"),
+            ("object-lock", "GetObjectLockConfiguration"),
+            ("policy", "GetBucketPolicy"),
+            ("tagging", "GetBucketTagging"),
+            ("acl", "GetBucketAcl"),
+            ("encryption", "GetBucketEncryption"),
+            ("replication", "GetBucketReplication"),
         ):
             if p in params:
                 return op
