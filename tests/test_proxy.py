@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,15 @@ from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutE
 
 from tests.conftest import Store
 from tests.proxy import CHUNKED, UNTIL_CLOSE, Decider, Fault, ThreadedProxy, _Reader, operation
+
+
+@pytest.fixture
+def pair(seaweed: Store) -> Iterator[tuple[str, str]]:
+    """A fresh bucket pair, dropped after the test: the session's SeaweedFS has room for ~75 buckets with data."""
+    src, dst = seaweed.buckets()
+    yield src, dst
+    for b in (src, dst):
+        seaweed.client.delete_bucket(Bucket=b)  # SeaweedFS drops a bucket with its contents (and its volumes)
 
 
 def _client(store: Store, endpoint: str, **config: Any) -> Any:
@@ -35,8 +45,8 @@ def _client(store: Store, endpoint: str, **config: Any) -> Any:
 
 @pytest.mark.parametrize("rtt", [0, 10])
 @pytest.mark.parametrize("inspect", [False, True], ids=["relay", "parsing"])
-def test_requests_pass_through_unchanged(seaweed: Store, inspect: bool, rtt: int) -> None:
-    src, dst = seaweed.buckets()
+def test_requests_pass_through_unchanged(seaweed: Store, pair: tuple[str, str], inspect: bool, rtt: int) -> None:
+    src, dst = pair
     body = bytes(range(256)) * 1024  # 256 KiB: several reads on both sides
     with ThreadedProxy(seaweed.endpoint, inspect=inspect, rtt_ms=rtt) as p:
         c = _client(seaweed, p.endpoint_url)
@@ -56,8 +66,8 @@ def test_requests_pass_through_unchanged(seaweed: Store, inspect: bool, rtt: int
             assert stats[f"requests:{op}"] == (2 if op == "GetObject" else 1), op
 
 
-def test_round_trip_time_is_added_per_request_and_at_connect(seaweed: Store) -> None:
-    src, _ = seaweed.buckets()
+def test_round_trip_time_is_added_per_request_and_at_connect(seaweed: Store, pair: tuple[str, str]) -> None:
+    src, _ = pair
     direct = _client(seaweed, seaweed.endpoint)
     direct.put_object(Bucket=src, Key="k", Body=b"x")
     with ThreadedProxy(seaweed.endpoint, rtt_ms=50) as p:
@@ -72,8 +82,8 @@ def test_round_trip_time_is_added_per_request_and_at_connect(seaweed: Store) -> 
     assert 0.050 <= second < 0.100
 
 
-def test_delays_do_not_serialise_connections(seaweed: Store) -> None:
-    src, _ = seaweed.buckets()
+def test_delays_do_not_serialise_connections(seaweed: Store, pair: tuple[str, str]) -> None:
+    src, _ = pair
     _client(seaweed, seaweed.endpoint).put_object(Bucket=src, Key="k", Body=b"x")
     with ThreadedProxy(seaweed.endpoint, rtt_ms=200) as p:
         c = _client(seaweed, p.endpoint_url, max_pool_connections=16)
@@ -85,8 +95,8 @@ def test_delays_do_not_serialise_connections(seaweed: Store) -> None:
     assert 0.4 <= elapsed < 1.2
 
 
-def test_slowdown_for_copyobject_only(seaweed: Store) -> None:
-    src, dst = seaweed.buckets()
+def test_slowdown_for_copyobject_only(seaweed: Store, pair: tuple[str, str]) -> None:
+    src, dst = pair
     with ThreadedProxy(seaweed.endpoint, faults=[Fault("slowdown", 1.0, op="CopyObject")], seed=11) as p:
         c = _client(seaweed, p.endpoint_url)
         c.put_object(Bucket=src, Key="k", Body=b"x")  # not a CopyObject: passes
@@ -100,8 +110,8 @@ def test_slowdown_for_copyobject_only(seaweed: Store) -> None:
     assert "Contents" not in _client(seaweed, seaweed.endpoint).list_objects_v2(Bucket=dst)  # never forwarded
 
 
-def test_every_kind_of_fault(seaweed: Store) -> None:
-    src, dst = seaweed.buckets()
+def test_every_kind_of_fault(seaweed: Store, pair: tuple[str, str]) -> None:
+    src, dst = pair
     direct = _client(seaweed, seaweed.endpoint)
     direct.put_object(Bucket=src, Key="k", Body=b"payload")
     copy = {"Bucket": dst, "Key": "c", "CopySource": {"Bucket": src, "Key": "k"}}
@@ -137,8 +147,8 @@ def test_every_kind_of_fault(seaweed: Store) -> None:
     assert isinstance(e, ReadTimeoutError)
 
 
-def test_stall_delays_the_response(seaweed: Store) -> None:
-    src, _ = seaweed.buckets()
+def test_stall_delays_the_response(seaweed: Store, pair: tuple[str, str]) -> None:
+    src, _ = pair
     with ThreadedProxy(seaweed.endpoint, faults=[Fault("stall", 1.0, op="PutObject", seconds=0.3, limit=1)]) as p:
         c = _client(seaweed, p.endpoint_url)
         t = time.monotonic()
@@ -150,8 +160,8 @@ def test_stall_delays_the_response(seaweed: Store) -> None:
         assert p.stats["stall"] == 1
 
 
-def test_fault_decisions_are_deterministic_per_seed(seaweed: Store) -> None:
-    src, _ = seaweed.buckets()
+def test_fault_decisions_are_deterministic_per_seed(seaweed: Store, pair: tuple[str, str]) -> None:
+    src, _ = pair
     _client(seaweed, seaweed.endpoint).put_object(Bucket=src, Key="k", Body=b"x")
 
     def outcomes(seed: int) -> list[bool]:
@@ -265,8 +275,8 @@ def test_bodies_are_framed_whatever_the_read_boundaries(size: int) -> None:
     assert got == chunked + b"|body|tail until close|"
 
 
-def test_command_line(seaweed: Store, tmp_path: Path) -> None:
-    src, dst = seaweed.buckets()
+def test_command_line(seaweed: Store, pair: tuple[str, str], tmp_path: Path) -> None:
+    src, dst = pair
     stats_file = tmp_path / "stats.json"
     cmd = [sys.executable, "-m", "tests.proxy", "--upstream", seaweed.endpoint, "--rtt-ms", "10", "--seed", "3"]
     cmd += ["--access-denied", "CopyObject", "--slowdown", "1.0", "--only", "DeleteObject"]
