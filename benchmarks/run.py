@@ -296,7 +296,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool and RTT; medians are reported (default 3)")
     ap.add_argument("--data-dir", help="SeaweedFS data directory to keep and reuse (default: a temporary one)")
-    ap.add_argument("--keep-buckets", action="store_true", help="keep each run's destination bucket")
+    ap.add_argument(
+        "--keep-buckets",
+        action="store_true",
+        help="keep each run's destination bucket (SeaweedFS has room for ~75 buckets with data)",
+    )
     ap.add_argument(
         "--no-record",
         dest="record",

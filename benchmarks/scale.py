@@ -113,15 +113,21 @@ def main(args: argparse.Namespace) -> None:
                 raise SystemExit(f"{name}: backfill exited {m.code}: {tail(work / 'out.err')}")
             return m, work
 
+        for size in sizes:  # every source first: each size is then measured beside the same data
+            shape = Shape(size // k, k, markers=False)
+            t0 = time.monotonic()
+            seeded = ensure_seeded(client, s3.endpoint_url, s3.env(), f"scale-{size}-{k}", shape, data_dir, s5cmd)
+            log(
+                f"{'seeded' if seeded else 'reusing'} s3://scale-{size}-{k}: {shape.describe()} "
+                f"({time.monotonic() - t0:.0f} s)"
+            )
+        if args.seed_only:
+            return
         empty = [run(f"empty-dry-{i}", "scale-empty", "scale-dry-dst", "--dry-run", *lean)[0] for i in range(3)]
         base_cpu = statistics.median(m.cpu for m in empty)
         log(f"dry run on an empty bucket: CPU {base_cpu:.2f} s, wall {statistics.median(m.wall for m in empty):.2f} s")
         for size in sizes:
-            shape = Shape(size // k, k, markers=False)
             src = f"scale-{size}-{k}"
-            t0 = time.monotonic()
-            seeded = ensure_seeded(client, s3.endpoint_url, s3.env(), src, shape, data_dir, s5cmd)
-            log(f"{'seeded' if seeded else 'reusing'} s3://{src}: {shape.describe()} ({time.monotonic() - t0:.0f} s)")
             dry = [run(f"{size}-dry-{i}", src, "scale-dry-dst", "--dry-run", "--json", *lean) for i in range(3)]
             listed = json.loads((dry[0][1] / "out").read_text())["this_run"]["listed"]
             assert listed == size, (listed, size)
@@ -195,5 +201,6 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         help="SeaweedFS data directory, kept so that seeded sources are reused (default benchmarks/out/scale-seaweed)",
     )
     ap.add_argument("--note", default="", help="a sentence for RESULTS.md about this run (e.g. why it is noisy)")
+    ap.add_argument("--seed-only", action="store_true", help="seed (or check) the sources in --data-dir, then stop")
     ap.add_argument("--no-checkpoint-probe", dest="checkpoint", action="store_false", help="skip the checkpoint probe")
     ap.add_argument("--no-record", dest="record", action="store_false", help="do not append to RESULTS.md")
