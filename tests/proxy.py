@@ -32,8 +32,8 @@ Without faults (and without `inspect=True`) the proxy relays bytes without parsi
 them, on asyncio protocols with one timer per direction (cheap: a benchmark runs it
 on the server's core). With faults it runs on anyio streams, parses request and
 response heads and frames bodies (Content-Length, chunked, or until close),
-relaying body bytes as they come. Clients must not pipeline requests (none of the
-S3 SDKs do).
+relaying body bytes as they come; answers keep the order of the requests.
+
 Operations are recognised from the method, the path (path-style or virtual-host
 addressing), the query and the x-amz-copy-source header; see `operation()`.
 `stats` counts connections, requests per operation (when parsing) and every
