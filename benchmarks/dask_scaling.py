@@ -26,7 +26,7 @@ import boto3
 from botocore.config import Config
 
 from backfill.seaweed import local_s3
-from benchmarks.copy import seed
+from benchmarks.common import Shape, seed
 
 
 def main() -> None:
@@ -47,10 +47,8 @@ def main() -> None:
             region_name="us-east-1",
             config=Config(max_pool_connections=32, s3={"addressing_style": "path"}),
         )
-        c.create_bucket(Bucket="bench-src")
-        c.put_bucket_versioning(Bucket="bench-src", VersioningConfiguration={"Status": "Enabled"})
         t = time.monotonic()
-        seed(c, "bench-src", args.objects, 1)
+        seed(c, s.endpoint_url, s.env(), "bench-src", Shape(args.objects), Path(tmp), None)
         print(f"seeded {args.objects} objects in {time.monotonic() - t:.1f} s", file=sys.stderr)
         env = {**os.environ, **s.env()}
         runs = [("manifest", 1)] + [("dask", w) for w in args.workers]
