@@ -38,6 +38,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts show s3://BUCKET[/PREFIX], not rich markup
     help="Backfill an S3 bucket, with every version, into a replica bucket: sharded, server-side, resumable.",
 )
 app.add_typer(setup_app, name="setup")

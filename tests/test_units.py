@@ -116,3 +116,17 @@ async def test_limiter_halves_on_throttling_and_recovers_one_by_one() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["copy"], ["verify"], ["status"], ["demo"], ["run-shards"], ["setup"], ["setup", "plan"]]
+)
+def test_every_help_text_renders(command: list[str]) -> None:
+    """Help texts hold s3://BUCKET[/PREFIX]: nothing may read that as markup and crash."""
+    from typer.testing import CliRunner
+
+    from backfill.cli import app
+
+    r = CliRunner().invoke(app, [*command, "--help"])
+    assert r.exit_code == 0, r.output
+    assert "Usage" in r.output

@@ -26,6 +26,7 @@ T = TypeVar("T")
 setup_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts show s3://BUCKET[/PREFIX], not rich markup
     help="Set up cross-account, cross-region replication of a bucket (plan, apply, check), the read grant "
     "for a backfill, and an alert when replication is removed or weakened.",
 )
