@@ -14,6 +14,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from backfill.manifest import Manifest
 from backfill.models import KeyJob, State
+from backfill.pipeline.streams import send
 
 MAX_BATCH = 5000  # rows per transaction
 MAX_DELAY = 0.5  # seconds an outcome may wait for its transaction (each commit is an fsync)
@@ -50,11 +51,7 @@ class Checkpoint:
     async def outcome(self, key: str, seq: int, state: State, replica_version_id: str = "", why: str = "") -> None:
         if self.manifest is None:
             return
-        row = (int(state), replica_version_id, why, key, seq)
-        try:
-            self._send.send_nowait(row)  # no yield to the event loop: this runs once per copy
-        except anyio.WouldBlock:
-            await self._send.send(row)
+        await send(self._send, (int(state), replica_version_id, why, key, seq))
 
     async def close(self) -> None:
         await self._send.aclose()

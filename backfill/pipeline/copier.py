@@ -18,6 +18,7 @@ from backfill.errors import AccessDenied, ObjectError, RetryableError
 from backfill.models import Item, KeyJob, State, Version
 from backfill.pipeline.checkpoint import Checkpoint
 from backfill.pipeline.lister import key_pages
+from backfill.pipeline.streams import receive_all
 from backfill.progress import Counters
 from backfill.s3 import Copier
 
@@ -46,16 +47,7 @@ class Workers:
 
     async def worker(self, jobs: MemoryObjectReceiveStream[KeyJob]) -> None:
         async with jobs:
-            while True:
-                try:
-                    job = jobs.receive_nowait()  # a queued key needs no trip through the event loop
-                except anyio.WouldBlock:
-                    try:
-                        job = await jobs.receive()
-                    except anyio.EndOfStream:
-                        return
-                except anyio.EndOfStream:
-                    return
+            async for job in receive_all(jobs):
                 if self.stop.is_set():
                     return  # the rest stays pending in the manifest
                 await self.copy_key(job)

@@ -14,6 +14,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from backfill.config import Filters
 from backfill.models import Item, KeyJob, Shard, Version
+from backfill.pipeline.streams import send
 from backfill.s3 import Bucket
 
 FIRST_PAGE = 100
@@ -104,4 +105,4 @@ async def list_shard(
         await record(shard.id, jobs, complete[-1][0].key if complete else None, done)
         on_page(jobs)
         for job in jobs:
-            await out.send(job)
+            await send(out, job)

@@ -31,6 +31,7 @@ from backfill.pipeline.checkpoint import Checkpoint
 from backfill.pipeline.copier import SETTLE_RATE, Workers, copy_workers
 from backfill.pipeline.lister import key_job, list_shard
 from backfill.pipeline.shards import AUTO_TARGET, discover
+from backfill.pipeline.streams import receive_all
 from backfill.progress import Counters, Display
 from backfill.s3 import Bucket, Copier, open_bucket
 
@@ -231,7 +232,7 @@ async def _pipeline(
 
     async def dry_run_counter(jobs: MemoryObjectReceiveStream[KeyJob]) -> None:
         async with jobs:
-            async for job in jobs:
+            async for job in receive_all(jobs):
                 for it in job.items:
                     counters.delete_markers += it.version.is_delete_marker
 
