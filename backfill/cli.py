@@ -29,6 +29,7 @@ from backfill.config import (
     parse_time,
 )
 from backfill.errors import UserError
+from backfill.manifest import manifest_error
 from backfill.pipeline.runner import run_copy
 from backfill.pipeline.verifier import CATEGORIES, run_verify
 from backfill.progress import human_bytes
@@ -63,11 +64,14 @@ def _user_error(exc: BaseException) -> UserError | None:
     return None
 
 
-def _guard(fn: Callable[[], T]) -> T:
+def _guard(fn: Callable[[], T], manifest: str | None = None) -> T:
+    """Run `fn`; a UserError (or a failure of the `manifest` file) becomes one line and exit 2."""
     try:
         return fn()
     except BaseException as exc:
         err = _user_error(exc)
+        if err is None and manifest is not None:
+            err = manifest_error(exc, manifest)
         if err is not None:
             raise _fail(str(err)) from None
         raise
@@ -298,7 +302,11 @@ def copy(
         raise typer.Exit(sharded_copy(cfg, sh, json_out=json_out, verify_after=verify_after))
     if not dry_run:
         typer.echo(f"manifest: {cfg.manifest}", err=True)
-    result = _guard(lambda: _run(run_copy, cfg))
+    try:
+        result = _guard(lambda: _run(run_copy, cfg), None if dry_run else cfg.manifest)
+    except KeyboardInterrupt:  # before the run watches for signals itself: nothing was copied yet
+        typer.echo(f"\nstopped. To resume, run: {shlex.join(['backfill', *sys.argv[1:]])}", err=True)
+        raise typer.Exit(130) from None
     summary = _copy_summary(result)
     code = result.exit_code
     if verify_after and not dry_run and not result.interrupted:
@@ -312,7 +320,7 @@ def copy(
             progress_interval=progress_interval,
         )
         typer.echo("verifying the replica against the manifest…", err=True)
-        verified = _guard(lambda: _run(run_verify, vcfg))
+        verified = _guard(lambda: _run(run_verify, vcfg), cfg.manifest)
         summary["verify"] = _verify_summary(verified)
         code = max(code, verified.exit_code)
     _print_copy(result, summary, json_out)
@@ -463,7 +471,7 @@ def verify(
         ).validate()
 
     cfg = _guard(build)
-    result = _guard(lambda: _run(run_verify, cfg))
+    result = _guard(lambda: _run(run_verify, cfg), cfg.manifest)
     _print_verify(_verify_summary(result), json_out=json_out)
     raise typer.Exit(result.exit_code)
 
@@ -539,9 +547,7 @@ def status(
         path = _guard(pick)
     m = _guard(lambda: Manifest.open(path, None, create=False))
     try:
-        s = m.summary()
-        problems = m.problems(limit)
-        reasons = m.reasons()
+        s, problems, reasons = _guard(lambda: (m.summary(), m.problems(limit), m.reasons()), path)
     finally:
         m.close()
     data: dict[str, Any] = {

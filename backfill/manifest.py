@@ -8,6 +8,11 @@ So after a crash, every version that may have reached the replica is in the
 manifest: COPIED (done), or PENDING/FAILED (checked against the replica before it
 is copied again). Listing resumes after the marker; nothing listed is listed twice.
 
+Multipart uploads follow the same rule (`upload`): a row is committed before
+CreateMultipartUpload, its upload ID before the first UploadPartCopy, and the row
+is deleted once the upload is completed or aborted. A run aborts the uploads an
+earlier run left open, so a crash leaves no parts behind in the replica.
+
 One writer (pipeline.checkpoint) owns the connection during a run. State is
 shard-local (every row carries its shard) so a shard can later move elsewhere.
 """
@@ -24,7 +29,7 @@ from pathlib import Path
 from backfill.errors import UserError
 from backfill.models import Item, KeyJob, Shard, State, Version
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE job (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -56,6 +61,66 @@ CREATE TABLE version (
 -- Small: holds only unfinished rows (pending, failed), which a resume must revisit.
 CREATE INDEX version_todo ON version (shard, key, seq) WHERE state IN (0, 2);
 """
+
+# Schema changes, each from user_version n-1 to n: a manifest of an older schema is upgraded when a
+# copy opens it. (Statements are split at semicolons: none in comments.)
+_MIGRATIONS = {
+    2: """
+-- Multipart uploads begun in the replica and not yet completed or aborted (written ahead).
+-- key: the replica's key. upload_id: NULL until CreateMultipartUpload answered.
+-- started: the local time (Unix seconds) just before CreateMultipartUpload was sent.
+CREATE TABLE upload (token TEXT PRIMARY KEY, key TEXT NOT NULL, upload_id TEXT, started REAL NOT NULL) WITHOUT ROWID;
+""",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OpenUpload:
+    """A multipart upload that a run began in the replica and did not see completed or aborted."""
+
+    token: str
+    key: str
+    upload_id: str | None  # None: CreateMultipartUpload was sent, its answer never recorded
+    started: float
+
+
+def _find_sqlite_error(exc: BaseException) -> sqlite3.Error | None:
+    if isinstance(exc, sqlite3.Error):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            found = _find_sqlite_error(e)
+            if found is not None:
+                return found
+    return None
+
+
+def manifest_error(exc: BaseException, path: str) -> UserError | None:
+    """An SQLite failure of the manifest at `path` (in `exc`, or in a group) as one line for the user.
+
+    None when `exc` holds no SQLite error.
+    """
+    err = _find_sqlite_error(exc)
+    if err is None:
+        return None
+    code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF  # the primary code of an extended one
+    text = str(err)
+    if code == sqlite3.SQLITE_FULL or "disk is full" in text:
+        return UserError(
+            f"the manifest's disk is full ({path}): free space or pass --manifest on another disk; rerun to resume"
+        )
+    if code == sqlite3.SQLITE_NOTADB or "not a database" in text:
+        return UserError(f"{path} is not a backfill manifest ({text}): pass another --manifest")
+    if code == sqlite3.SQLITE_CORRUPT or "malformed" in text:
+        return UserError(
+            f"the manifest {path} is damaged ({text}): restore a copy of it, or try `sqlite3 {path} .recover`; "
+            "a new --manifest would copy again the versions already in the replica"
+        )
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM) or "readonly" in text:
+        return UserError(f"cannot write the manifest {path} ({text}): pass --manifest in a writable directory")
+    if code == sqlite3.SQLITE_IOERR:
+        return UserError(f"I/O error on the manifest {path} ({text}): check its disk; rerun to resume")
+    return UserError(f"the manifest {path} failed: {text}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,37 +157,74 @@ class Manifest:
             raise UserError(f"no manifest at {path}: pass --manifest with the file that `backfill copy` printed")
         if not exists:
             # Created 0600 before SQLite touches it: the file names buckets and keys.
-            fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            try:
+                fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+            except OSError as exc:
+                raise UserError(
+                    f"cannot create the manifest {path} ({exc.strerror}): pass --manifest in a writable directory"
+                ) from None
             os.close(fd)
+        conn: sqlite3.Connection | None = None
         try:
             conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")  # a committed write-ahead row must survive a power cut
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-        except sqlite3.DatabaseError as exc:
-            raise UserError(f"{path} is not a backfill manifest ({exc}): pass another --manifest") from None
-        m = cls(path, conn)
-        if version == 0:
-            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise UserError(f"{path} is not a backfill manifest: pass another --manifest")
-            if identity is None:
-                raise UserError(f"{path} is an empty file, not a backfill manifest: pass another --manifest")
-            m._create(identity)
-        elif version != SCHEMA_VERSION:
-            raise UserError(
-                f"{path} is a manifest of schema {version}; this backfill reads schema {SCHEMA_VERSION}: "
-                "use the backfill version that wrote it"
-            )
-        if identity is not None:
-            m._check_identity(identity)
+            m = cls(path, conn)
+            m._prepare(identity, check=exists and create)
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            err = manifest_error(exc, path)
+            if err is not None:
+                raise err from None
+            raise
         for f in (p, Path(f"{path}-wal"), Path(f"{path}-shm")):
             with contextlib.suppress(FileNotFoundError):
                 os.chmod(f, 0o600)
         return m
 
+    def _prepare(self, identity: dict[str, str] | None, *, check: bool) -> None:
+        """Set the connection up; create, check and (for a run, `identity` given) upgrade the schema.
+
+        `check`: an existing manifest that a copy will write to is checked whole
+        first (`PRAGMA quick_check`, ~0.25 s per million versions), so that a
+        damaged one is refused before anything is copied. `status` and `verify`
+        read an older schema as it is.
+        """
+        conn, path = self.conn, self.path
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a committed write-ahead row must survive a power cut
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise UserError(f"{path} is not a backfill manifest: pass another --manifest")
+            if identity is None:
+                raise UserError(f"{path} is an empty file, not a backfill manifest: pass another --manifest")
+            self._create(identity)
+            return
+        if version > SCHEMA_VERSION:
+            raise UserError(
+                f"{path} is a manifest of schema {version}; this backfill reads schema {SCHEMA_VERSION} and older: "
+                "use the backfill version that wrote it"
+            )
+        if check:
+            problems = [r[0] for r in conn.execute("PRAGMA quick_check(3)")]
+            if problems != ["ok"]:
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {'; '.join(problems)}")
+        if identity is not None:
+            self._check_identity(identity)
+            if version < SCHEMA_VERSION:
+                self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        with self.transaction() as c:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for stmt in _MIGRATIONS[target].split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+            c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
     def _create(self, identity: dict[str, str]) -> None:
         with self.transaction():
-            for stmt in _SCHEMA.split(";"):
+            for stmt in (_SCHEMA + ";".join(_MIGRATIONS.values())).split(";"):
                 if stmt.strip():
                     self.conn.execute(stmt)
             self.conn.executemany("INSERT INTO job VALUES (?, ?)", sorted(identity.items()))
@@ -157,9 +259,15 @@ class Manifest:
         try:
             yield self.conn
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLite may have rolled back already (a full disk, an I/O error)
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
+        try:
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
 
     # --- job and shards ------------------------------------------------------
 
@@ -221,7 +329,26 @@ class Manifest:
             "UPDATE version SET state = ?, rvid = nullif(?, ''), why = nullif(?, '') WHERE key = ? AND seq = ?", rows
         )
 
+    @staticmethod
+    def write_upload(c: sqlite3.Connection, token: str, key: str, upload_id: str | None, started: float) -> None:
+        """An upload about to begin (upload_id None), or its ID once CreateMultipartUpload answered."""
+        c.execute(
+            "INSERT INTO upload (token, key, upload_id, started) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (token) DO UPDATE SET upload_id = excluded.upload_id",
+            (token, key, upload_id, started),
+        )
+
+    @staticmethod
+    def forget_upload(c: sqlite3.Connection, token: str) -> None:
+        """The upload was completed or aborted."""
+        c.execute("DELETE FROM upload WHERE token = ?", (token,))
+
     # --- resuming ------------------------------------------------------------
+
+    def open_uploads(self) -> list[OpenUpload]:
+        """Multipart uploads begun by earlier runs and not known to be completed or aborted."""
+        rows = self.conn.execute("SELECT token, key, upload_id, started FROM upload ORDER BY started")
+        return [OpenUpload(t, k, u, s) for t, k, u, s in rows]
 
     def unfinished(self, shard: int) -> Iterator[KeyJob]:
         """Keys of a shard with pending or failed versions, as jobs from the first unfinished one.

@@ -30,7 +30,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aioboto3
 import anyio
@@ -544,18 +544,36 @@ class Bucket:
         return urllib.parse.urlencode([(t["Key"], t["Value"]) for t in r.get("TagSet", [])])
 
 
+class UploadJournal(Protocol):
+    """Where multipart uploads are written ahead (the manifest, through pipeline.checkpoint)."""
+
+    async def upload_begun(self, key: str) -> str: ...
+    async def upload_created(self, token: str, key: str, upload_id: str) -> None: ...
+    async def upload_ended(self, token: str) -> None: ...
+
+
 class Copier:
     """Writes into the replica: CopyObject, multipart UploadPartCopy, delete markers.
 
     Requests go through `dest` (the replica's region and principal); the source is
     only read through `source` (part layout, tags and lock settings for a multipart copy).
+    `journal` records each multipart upload from before it exists until it is
+    completed or aborted, so that one a crash leaves open is aborted by the next run.
     """
 
-    def __init__(self, source: Bucket, dest: Bucket, options: CopyOptions, carry_lock: bool) -> None:
+    def __init__(
+        self,
+        source: Bucket,
+        dest: Bucket,
+        options: CopyOptions,
+        carry_lock: bool,
+        journal: UploadJournal | None = None,
+    ) -> None:
         self.source = source
         self.dest = dest
         self.options = options
         self.carry_lock = carry_lock
+        self.journal = journal
 
     def _target_params(self, v: Version) -> dict[str, Any]:
         p: dict[str, Any] = {}
@@ -675,10 +693,18 @@ class Copier:
         if tags:
             create["Tagging"] = tags
         what = f"{self.source.url(v.key)}?versionId={v.version_id}"
-        up = await self.dest._call(f"CreateMultipartUpload for {what}", "create_multipart_upload", **create)
+        token = await self.journal.upload_begun(dst_key) if self.journal else ""
+        try:
+            up = await self.dest._call(f"CreateMultipartUpload for {what}", "create_multipart_upload", **create)
+        except (ObjectError, UserError):
+            if self.journal:  # refused: no upload exists (after a timeout or a 5xx one might: kept)
+                await self.journal.upload_ended(token)
+            raise
         upload_id = up["UploadId"]
         etags: list[str] = [""] * len(sizes)
         try:
+            if self.journal:
+                await self.journal.upload_created(token, dst_key, upload_id)
             offsets = [sum(sizes[:i]) for i in range(len(sizes))]
 
             async def part(n: int) -> None:
@@ -710,10 +736,64 @@ class Copier:
                 MultipartUpload={"Parts": [{"ETag": e, "PartNumber": i + 1} for i, e in enumerate(etags)]},
             )
         except BaseException:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await self.dest.client.abort_multipart_upload(Bucket=self.dest.name, Key=dst_key, UploadId=upload_id)
+            with anyio.CancelScope(shield=True):
+                if await self.abort_upload(dst_key, upload_id) is not False and self.journal:
+                    await self.journal.upload_ended(token)
             raise
+        if self.journal:
+            await self.journal.upload_ended(token)
         return str(done.get("VersionId", "") or "")
+
+    async def abort_upload(self, dst_key: str, upload_id: str, *, paced: bool = False) -> bool | None:
+        """Abort one multipart upload: True aborted now, None already gone (completed or aborted), False failed.
+
+        `paced`: through the pacer (retried; a denial raises); else one attempt, as
+        a failed copy cleans up on its way out.
+        """
+        params: dict[str, Any] = {"Bucket": self.dest.name, "Key": dst_key, "UploadId": upload_id}
+        try:
+            if paced:
+                await self.dest._call(
+                    f"AbortMultipartUpload {self.dest.url(dst_key)}", "abort_multipart_upload", **params
+                )
+            else:
+                await self.dest.client.abort_multipart_upload(**params)
+        except ObjectError as exc:
+            return None if exc.code == "NoSuchUpload" else False
+        except ClientError as exc:
+            return None if exc.response.get("Error", {}).get("Code") == "NoSuchUpload" else False
+        except Exception:
+            if paced:
+                raise
+            return False
+        return True
+
+    async def abort_leftover(self, dst_key: str, upload_id: str | None, started: float) -> int:
+        """Abort an upload that an earlier run left open; how many were aborted. Raises when unsure.
+
+        Without an upload ID (the run died before CreateMultipartUpload's answer was
+        recorded), the uploads of that replica key initiated since the run sent the
+        request are aborted; five minutes of slack allow for the server's clock.
+        """
+        ids = [upload_id] if upload_id is not None else []
+        if upload_id is None:
+            r = await self.dest._call(
+                f"ListMultipartUploads {self.dest.url(dst_key)}",
+                "list_multipart_uploads",
+                Bucket=self.dest.name,
+                Prefix=dst_key,
+            )
+            for u in r.get("Uploads", []):
+                initiated = u.get("Initiated")
+                if u.get("Key") == dst_key and (initiated is None or initiated.timestamp() >= started - 300):
+                    ids.append(u["UploadId"])
+        aborted = 0
+        for uid in ids:
+            outcome = await self.abort_upload(dst_key, uid, paced=True)
+            if outcome is False:
+                raise ObjectError(f"AbortMultipartUpload {uid} of {self.dest.url(dst_key)} failed")
+            aborted += outcome is True
+        return aborted
 
 
 Landed = Callable[[], Awaitable[Any]]

@@ -1,12 +1,15 @@
 """The single manifest writer: messages from listers and copiers → batched transactions.
 
 Listers wait for their page to be committed (write-ahead: a version is in the
-manifest before its copy starts); copiers do not wait for their outcomes.
+manifest before its copy starts); copiers do not wait for their outcomes. A
+multipart copy waits for its upload to be recorded (before CreateMultipartUpload,
+and with its ID before the first part), not for the record's removal.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import dataclass, field
 
 import anyio
@@ -30,15 +33,26 @@ class _Listed:
     committed: anyio.Event = field(default_factory=anyio.Event)
 
 
+@dataclass(slots=True)
+class _Upload:
+    token: str
+    key: str = ""
+    upload_id: str | None = None
+    started: float = 0.0
+    ended: bool = False  # completed or aborted: forget it
+    committed: anyio.Event = field(default_factory=anyio.Event)
+
+
 _Outcome = tuple[int, str, str, str, int]  # state, replica version id, why, key, seq
+_Message = _Listed | _Outcome | _Upload
 
 
 class Checkpoint:
     def __init__(self, manifest: Manifest | None) -> None:
         self.manifest = manifest
-        send, recv = anyio.create_memory_object_stream[_Listed | _Outcome](1024)
-        self._send: MemoryObjectSendStream[_Listed | _Outcome] = send
-        self._recv: MemoryObjectReceiveStream[_Listed | _Outcome] = recv
+        send, recv = anyio.create_memory_object_stream[_Message](1024)
+        self._send: MemoryObjectSendStream[_Message] = send
+        self._recv: MemoryObjectReceiveStream[_Message] = recv
 
     async def listed(self, shard: int, jobs: list[KeyJob], marker: str | None, done: bool) -> None:
         """Record a page's keys as pending (and the shard's marker); return once committed."""
@@ -53,6 +67,34 @@ class Checkpoint:
             return
         await send(self._send, (int(state), replica_version_id, why, key, seq))
 
+    # The upload journal of s3.Copier.multipart_copy (see manifest.py).
+
+    async def upload_begun(self, key: str) -> str:
+        """Record a multipart upload about to be created for replica key `key`; its token, once committed."""
+        token = uuid.uuid4().hex
+        if self.manifest is not None:
+            msg = _Upload(token, key, None, time.time())
+            await self._send.send(msg)
+            await msg.committed.wait()
+        return token
+
+    async def upload_created(self, token: str, key: str, upload_id: str) -> None:
+        """Record the upload's ID; return once committed (before its first part is copied)."""
+        if self.manifest is not None:
+            msg = _Upload(token, key, upload_id)
+            await self._send.send(msg)
+            await msg.committed.wait()
+
+    async def upload_ended(self, token: str) -> None:
+        """The upload was completed or aborted (not waited for: a leftover row costs one AbortMultipartUpload)."""
+        if self.manifest is None:
+            return
+        msg = _Upload(token, ended=True)
+        try:
+            self._send.send_nowait(msg)
+        except anyio.WouldBlock:
+            await self._send.send(msg)
+
     async def close(self) -> None:
         await self._send.aclose()
 
@@ -65,7 +107,7 @@ class Checkpoint:
                 except anyio.EndOfStream:
                     return
                 batch = [first]
-                urgent = isinstance(first, _Listed)  # a lister waits for this commit
+                urgent = isinstance(first, _Listed | _Upload)  # a lister or a copier waits for this commit
                 deadline = time.monotonic() + MAX_DELAY
                 while len(batch) < MAX_BATCH:
                     try:
@@ -82,19 +124,24 @@ class Checkpoint:
                         closed = True
                         break
                     batch.append(m)
-                    urgent = urgent or isinstance(m, _Listed)
+                    urgent = urgent or isinstance(m, _Listed | _Upload)
                 await anyio.to_thread.run_sync(self._commit, batch)
                 for m in batch:
-                    if isinstance(m, _Listed):
+                    if isinstance(m, _Listed | _Upload):
                         m.committed.set()
 
-    def _commit(self, batch: list[_Listed | _Outcome]) -> None:
+    def _commit(self, batch: list[_Message]) -> None:
         assert self.manifest is not None
         outcomes: list[_Outcome] = []
         with self.manifest.transaction() as c:
             for m in batch:
                 if isinstance(m, _Listed):
                     Manifest.write_listed(c, m.jobs, m.shard, m.marker, m.done)
+                elif isinstance(m, _Upload):
+                    if m.ended:
+                        Manifest.forget_upload(c, m.token)
+                    else:
+                        Manifest.write_upload(c, m.token, m.key, m.upload_id, m.started)
                 else:
                     outcomes.append(m)
             Manifest.write_outcomes(c, outcomes)

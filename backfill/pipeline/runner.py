@@ -23,8 +23,8 @@ from anyio import CancelScope
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from backfill.config import RunConfig
-from backfill.errors import UserError
-from backfill.manifest import Manifest
+from backfill.errors import BackfillError, UserError
+from backfill.manifest import Manifest, OpenUpload
 from backfill.models import KeyJob, Shard, State, Version
 from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
 from backfill.pipeline.checkpoint import Checkpoint
@@ -89,6 +89,24 @@ async def _preflight(cfg: RunConfig, src: Bucket, dst: Bucket) -> bool:
                 "the source's history: enable versioning on it (`backfill setup` does), or pass --versions latest"
             )
     return await src.object_lock_enabled()
+
+
+async def _abort_leftover_uploads(copier: Copier, checkpoint: Checkpoint, uploads: list[OpenUpload], out: Any) -> None:
+    """Abort the multipart uploads that earlier runs began and never completed or aborted."""
+    aborted = 0
+    for u in uploads:
+        try:
+            aborted += await copier.abort_leftover(u.key, u.upload_id, u.started)
+        except BackfillError as exc:
+            print(
+                f"could not abort a multipart upload left open in the replica ({exc}): will try again next run",
+                file=out,
+                flush=True,
+            )
+            continue
+        await checkpoint.upload_ended(u.token)
+    if aborted:
+        print(f"aborted {aborted} multipart upload(s) that the last run left open in the replica", file=out, flush=True)
 
 
 async def run_copy(cfg: RunConfig, *, log: Any = None) -> RunResult:
@@ -175,7 +193,7 @@ async def _pipeline(
     checkpoint = Checkpoint(manifest)
     stop = anyio.Event()
     interrupted = False
-    copier = Copier(src, dst, cfg.options, carry_lock)
+    copier = Copier(src, dst, cfg.options, carry_lock, journal=checkpoint)
     workers = Workers(copier, checkpoint, counters, stop, cfg.source.url.prefix, cfg.dest.url.prefix, first_run)
     workers.may_copy = hooks.may_copy
     key_send, key_recv = anyio.create_memory_object_stream[KeyJob](cfg.concurrency * 4)
@@ -223,6 +241,7 @@ async def _pipeline(
                         flush=True,
                     )
                     await anyio.sleep(wait)
+                await _abort_leftover_uploads(copier, checkpoint, reader.open_uploads(), out)
                 for shard_id in resumable:
                     for job in reader.unfinished(shard_id):
                         on_page([job])
