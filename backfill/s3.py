@@ -40,7 +40,7 @@ from botocore.exceptions import ClientError
 from botocore.httpsession import get_cert_path
 
 from backfill import __version__
-from backfill.config import MAX_PARTS, CopyOptions, Side
+from backfill.config import MAX_PART, MAX_PARTS, MIN_PART, CopyOptions, Side
 from backfill.errors import ObjectError, RetryableError, UserError, classify
 from backfill.http1 import Pool, Response
 from backfill.models import Version
@@ -647,15 +647,16 @@ class Copier:
         return str(r.get("VersionId", "") or "")
 
     async def part_sizes(self, v: Version) -> list[int]:
-        """The source's part layout (HeadObject PartNumber=n), or a layout from --part-size."""
+        """The source's part layout (HeadObject PartNumber=n), or a layout from --part-size.
+
+        A layout that UploadPartCopy cannot reproduce (a part but the last below
+        5 MiB: SeaweedFS reports its 4 MiB chunks of a single-PUT object as parts)
+        is replaced by the --part-size one.
+        """
         first = await self.source.head(v.key, v.version_id, part_number=1)
         count = int(first.get("PartsCount") or 0)
-        if count <= 1:
-            size = max(self.options.part_size, -(-v.size // MAX_PARTS))
-            sizes = [size] * (v.size // size)
-            if v.size % size or not sizes:
-                sizes.append(v.size % size)
-            return sizes
+        if count <= 1 or count > MAX_PARTS or int(first["ContentLength"]) < MIN_PART:
+            return self._even_parts(v.size)
         sizes = [0] * count
         sizes[0] = int(first["ContentLength"])
 
@@ -674,6 +675,15 @@ class Copier:
                 tg.start_soon(bounded, n)
         if sum(sizes) != v.size:
             raise ObjectError(f"part sizes of {self.source.url(v.key)} add up to {sum(sizes)}, not {v.size}")
+        if any(not MIN_PART <= n <= MAX_PART for n in sizes[:-1]):
+            return self._even_parts(v.size)
+        return sizes
+
+    def _even_parts(self, total: int) -> list[int]:
+        size = max(self.options.part_size, -(-total // MAX_PARTS))
+        sizes = [size] * (total // size)
+        if total % size or not sizes:
+            sizes.append(total % size)
         return sizes
 
     async def multipart_copy(
