@@ -6,6 +6,7 @@ credential or permission error (one line, no traceback); 130 stopped by Ctrl-C.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -24,6 +25,9 @@ from backfill.config import (
     RunConfig,
     Side,
     VerifyConfig,
+    check_account,
+    check_endpoint,
+    check_glob,
     parse_s3_url,
     parse_size,
     parse_time,
@@ -90,7 +94,9 @@ def default_manifest(src: str, dst: str) -> str:
 
 
 def _endpoint(side_value: str | None, shared: str | None) -> str | None:
-    return side_value or shared or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return check_endpoint(
+        side_value or shared or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    )
 
 
 def _versions_mode(value: str) -> Literal["all", "latest"]:
@@ -131,6 +137,27 @@ def _sides(
     )
 
 
+def _owned(sides: tuple[Side, Side], source_owner: str | None, dest_owner: str | None) -> tuple[Side, Side]:
+    """The sides with the accounts that must own their buckets (--expected-source-owner/--expected-dest-owner)."""
+    src, dst = sides
+    return (
+        dataclasses.replace(src, expected_owner=check_account("--expected-source-owner", source_owner)),
+        dataclasses.replace(dst, expected_owner=check_account("--expected-dest-owner", dest_owner)),
+    )
+
+
+ExpectedSourceOwner = Annotated[
+    str | None,
+    typer.Option(
+        "--expected-source-owner",
+        help="The source bucket's account ID: every request says so (ExpectedBucketOwner, "
+        "ExpectedSourceBucketOwner), and S3 refuses it if a mistyped name points at someone else's bucket.",
+    ),
+]
+ExpectedDestOwner = Annotated[
+    str | None,
+    typer.Option("--expected-dest-owner", help="The replica bucket's account ID (ExpectedBucketOwner on each call)."),
+]
 SourceProfile = Annotated[str | None, typer.Option("--source-profile", help="AWS profile that lists the source.")]
 DestProfile = Annotated[
     str | None, typer.Option("--dest-profile", help="AWS profile that writes the replica (and reads the source).")
@@ -176,9 +203,19 @@ def copy(
     dest_endpoint_url: DestEndpoint = None,
     http: Http = "lean",
     read_timeout: ReadTimeout = 60.0,
+    expected_source_owner: ExpectedSourceOwner = None,
+    expected_dest_owner: ExpectedDestOwner = None,
     versions: Annotated[
         str, typer.Option(help="all: every version and delete marker; latest: current objects.")
     ] = "all",
+    allow_unversioned: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unversioned",
+            help="With --versions latest: copy into a replica without versioning (refused otherwise). "
+            "--versions all always needs a versioned replica.",
+        ),
+    ] = False,
     concurrency: Annotated[int, typer.Option(help="Ceiling of copy requests in flight (adapts below it).")] = 64,
     shards: Annotated[str, typer.Option(help="auto, or the number of key-range shards to list in parallel.")] = "auto",
     include: Annotated[list[str] | None, typer.Option(help="Copy only keys matching this glob (repeatable).")] = None,
@@ -244,14 +281,18 @@ def copy(
     def build() -> RunConfig:
         if acl is not None and acl not in ("bucket-owner-full-control", "private"):
             raise UserError("--acl takes bucket-owner-full-control or private")
-        src_side, dst_side = _sides(
-            source,
-            dest,
-            (source_profile, dest_profile),
-            (source_region, dest_region),
-            (endpoint_url, source_endpoint_url, dest_endpoint_url),
-            http,
-            read_timeout,
+        src_side, dst_side = _owned(
+            _sides(
+                source,
+                dest,
+                (source_profile, dest_profile),
+                (source_region, dest_region),
+                (endpoint_url, source_endpoint_url, dest_endpoint_url),
+                http,
+                read_timeout,
+            ),
+            expected_source_owner,
+            expected_dest_owner,
         )
         return RunConfig(
             source=src_side,
@@ -265,8 +306,8 @@ def copy(
                 sse_kms_key_id=sse_kms_key_id,
             ),
             filters=Filters(
-                tuple(include or ()),
-                tuple(exclude or ()),
+                tuple(check_glob("--include", g) for g in include or ()),
+                tuple(check_glob("--exclude", g) for g in exclude or ()),
                 parse_time(modified_before) if modified_before else None,
             ),
             concurrency=concurrency,
@@ -275,6 +316,7 @@ def copy(
             dry_run=dry_run,
             progress_interval=progress_interval,
             settle_seconds=settle_seconds,
+            allow_unversioned=allow_unversioned,
         ).validate()
 
     cfg = _guard(build)
@@ -429,6 +471,8 @@ def verify(
     dest_endpoint_url: DestEndpoint = None,
     http: Http = "lean",
     read_timeout: ReadTimeout = 60.0,
+    expected_source_owner: ExpectedSourceOwner = None,
+    expected_dest_owner: ExpectedDestOwner = None,
     concurrency: Annotated[int, typer.Option(help="Ceiling of HEAD/GET requests in flight.")] = 64,
     shards: Annotated[str, typer.Option(help="auto, or the number of key-range shards.")] = "auto",
     max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
@@ -448,14 +492,18 @@ def verify(
         manifest = merged_manifest(state, None, state_access(dest_profile, dest_endpoint_url or endpoint_url))
 
     def build() -> VerifyConfig:
-        src_side, dst_side = _sides(
-            source,
-            dest,
-            (source_profile, dest_profile),
-            (source_region, dest_region),
-            (endpoint_url, source_endpoint_url, dest_endpoint_url),
-            http,
-            read_timeout,
+        src_side, dst_side = _owned(
+            _sides(
+                source,
+                dest,
+                (source_profile, dest_profile),
+                (source_region, dest_region),
+                (endpoint_url, source_endpoint_url, dest_endpoint_url),
+                http,
+                read_timeout,
+            ),
+            expected_source_owner,
+            expected_dest_owner,
         )
         return VerifyConfig(
             src_side,

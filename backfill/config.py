@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -56,6 +57,56 @@ def rebase(key: str, old_prefix: str, new_prefix: str) -> str:
     return new_prefix + key[len(old_prefix) :]
 
 
+def check_glob(option: str, glob: str) -> str:
+    """A --include/--exclude pattern, refused when it cannot mean what was meant."""
+    if not glob:
+        raise UserError(f"{option} needs a pattern, e.g. {option} '*.log'")
+    if glob.startswith("s3://"):
+        raise UserError(f"{option} {glob!r}: a pattern matches keys relative to the source prefix (e.g. 'logs/*')")
+    i = 0
+    while i < len(glob):
+        if glob[i] == "[":
+            j = i + 1
+            if j < len(glob) and glob[j] == "!":
+                j += 1
+            if j < len(glob) and glob[j] == "]":
+                j += 1
+            while j < len(glob) and glob[j] != "]":
+                j += 1
+            if j >= len(glob):
+                raise UserError(f"{option} {glob!r}: a '[' opens a character set never closed ([[] matches '[')")
+            i = j
+        i += 1
+    return glob
+
+
+def check_endpoint(url: str | None) -> str | None:
+    """An S3 endpoint URL (from an option or AWS_ENDPOINT_URL*), refused unless http(s)://HOST[:PORT][/PATH]."""
+    if url is None:
+        return None
+    try:
+        parts = urllib.parse.urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        _ = parts.port  # raises for a port that is not a number
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(
+            f"endpoint {url!r} is not an http(s) URL (--endpoint-url, --source-endpoint-url, --dest-endpoint-url, "
+            "AWS_ENDPOINT_URL): write it like https://s3.example.com or http://127.0.0.1:9000"
+        )
+    return url
+
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+
+
+def check_account(option: str, account: str | None) -> str | None:
+    if account is not None and not _ACCOUNT.match(account):
+        raise UserError(f"{option} {account!r}: an AWS account ID is 12 digits, e.g. 111122223333")
+    return account
+
+
 def parse_time(text: str) -> datetime:
     try:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -74,6 +125,7 @@ class Side:
     endpoint_url: str | None = None
     lean: bool = True  # the hot calls on the lean HTTP path (s3.Wire); False: all through botocore
     read_timeout: float = 60.0  # seconds a request may go without a byte from the server (lean path)
+    expected_owner: str | None = None  # the bucket's account, sent with every request (ExpectedBucketOwner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +166,7 @@ class RunConfig:
     grace_seconds: float = 30.0
     settle_seconds: float | None = None  # None: derived from the largest unfinished version
     progress_interval: float = 30.0
+    allow_unversioned: bool = False  # with --versions latest: copy into a replica without versioning
 
     def validate(self) -> RunConfig:
         o = self.options
@@ -129,8 +182,12 @@ class RunConfig:
             raise UserError("--multipart-threshold must be positive")
         if not MIN_PART <= o.part_size <= MAX_PART:
             raise UserError("--part-size must be between 5MiB and 5GiB")
-        if (self.source.url.bucket, self.source.url.prefix) == (self.dest.url.bucket, self.dest.url.prefix):
-            raise UserError("source and destination are the same place")
+        src, dst = self.source.url, self.dest.url
+        if src.bucket == dst.bucket and (src.prefix.startswith(dst.prefix) or dst.prefix.startswith(src.prefix)):
+            raise UserError(
+                f"{src} and {dst} overlap: the copy would copy its own copies; in one bucket, give prefixes "
+                "that do not contain each other (s3://b/a/ → s3://b/b/), or copy into another bucket"
+            )
         return self
 
     def job_identity(self) -> dict[str, str]:

@@ -105,6 +105,20 @@ TRANSPORT_ERRORS = (
 )
 
 
+# What a denied request needed, by the request's name (the first word of `what`).
+_NEEDS = {
+    "ListObjectVersions": "s3:ListBucketVersions on the source",
+    "ListObjectsV2": "s3:ListBucket on the bucket",
+    "CopyObject": "s3:GetObjectVersion (and s3:GetObjectVersionTagging) on the source and s3:PutObject on the replica",
+    "UploadPartCopy": "s3:GetObjectVersion on the source and s3:PutObject on the replica",
+    "CreateMultipartUpload": "s3:PutObject on the replica",
+    "DeleteObject": "s3:DeleteObject on the replica",
+    "HeadObject": "s3:GetObjectVersion",
+    "GetObject": "s3:GetObjectVersion",
+    "GetObjectTagging": "s3:GetObjectVersionTagging on the source",
+}
+
+
 def error_code(exc: ClientError) -> str:
     err: dict[str, Any] = exc.response.get("Error", {})
     return str(err.get("Code", ""))
@@ -139,9 +153,11 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
             return RetryableError(f"{what}: {code or status}: {msg}", ambiguous=status >= 500)
         if code in DENIED_CODES or status == 403:
             who = f" with {profile_hint}" if profile_hint else ""
+            needs = _NEEDS.get(what.partition(" ")[0])
             return AccessDenied(
-                f"access denied{who} on {what} ({code}): grant the permission "
-                "(`backfill setup` creates the replication grants) or use other credentials"
+                f"access denied{who} on {what} ({code}): "
+                + (f"it needs {needs}; grant it" if needs else "grant the permission")
+                + " (`backfill setup grant-backfill` grants the source reads) or use other credentials"
             )
         if code == "NoSuchBucket":
             return UserError(f"bucket {bucket or '?'} does not exist ({what}): check the bucket name and region")

@@ -299,6 +299,8 @@ class Wire:
         self.host = host
         self.bucket_path = bucket_path  # "/bucket" (path style) or "" (virtual host)
         self.credentials_ttl = _CREDENTIALS_TTL
+        self.expected_owner: str | None = None  # x-amz-expected-bucket-owner on every request
+        self.expected_source_owner: str | None = None  # x-amz-source-expected-bucket-owner on CopyObject
         self._frozen: Any = None
         self._frozen_at = -math.inf
         self._date_second = -1
@@ -336,6 +338,8 @@ class Wire:
         (access_key, secret_key, token). Every header but user-agent is signed.
         """
         signed = {"host": self.host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": amz_date, **headers}
+        if self.expected_owner:
+            signed["x-amz-expected-bucket-owner"] = self.expected_owner
         if keys.token:
             signed["x-amz-security-token"] = keys.token
         query = canonical_query(params) if params else ""
@@ -387,6 +391,8 @@ class Wire:
         A 200 whose body is an <Error> is an error: S3 answers 200 as soon as a
         copy starts and reports a failure that happens later in the body.
         """
+        if self.expected_source_owner:
+            headers = {**headers, "x-amz-source-expected-bucket-owner": self.expected_source_owner}
         r = await self.send(
             "CopyObject", "PUT", self.object_path(key), [], headers, idle_timeout=self.copy_timeout(size)
         )
@@ -412,6 +418,23 @@ class Bucket:
         self.pacer = pacer  # object requests
         self.list_pacer = list_pacer or pacer  # listings
         self.wire: Wire | None = None  # the lean path for the hot calls, when open_bucket set one up
+        self.expected_owner: str | None = None  # the account that must own this bucket (every request says so)
+        self.expected_source_owner: str | None = None  # the account that must own the bucket copies come from
+
+    def expect_source_owner(self, account: str | None) -> None:
+        """Copies into this bucket also name the account that must own their source bucket."""
+        self.expected_source_owner = account
+        if self.wire is not None:
+            self.wire.expected_source_owner = account
+
+    def _owner_params(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        """botocore's before-parameter-build hook: ExpectedBucketOwner (and ExpectedSourceBucketOwner on the
+        copy requests) on every request this client sends, where the operation takes them."""
+        members = model.input_shape.members if model.input_shape is not None else {}
+        if self.expected_owner and "ExpectedBucketOwner" in members:
+            params.setdefault("ExpectedBucketOwner", self.expected_owner)
+        if self.expected_source_owner and "ExpectedSourceBucketOwner" in members:
+            params.setdefault("ExpectedSourceBucketOwner", self.expected_source_owner)
 
     async def _call(
         self, what: str, op: str, /, pacer: Pacer | None = None, landed: Landed | None = None, **params: Any
@@ -449,13 +472,52 @@ class Bucket:
                         "check the name"
                     ) from None
                 if code in ("403", "AccessDenied"):
+                    raise await self._denied() from None
+                if isinstance(err, RetryableError):
                     raise UserError(
-                        f"access denied to {self.label} bucket s3://{self.name} with {self.who}: grant "
-                        "s3:ListBucket (and the copy permissions), or use other credentials"
+                        f"cannot use the {self.label} bucket s3://{self.name} ({err}): check the endpoint "
+                        "(--endpoint-url, AWS_ENDPOINT_URL), the network, and the region"
                     ) from None
                 raise err from exc
         region = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
         return str(region) if region else None
+
+    async def _denied(self) -> UserError:
+        """Why HeadBucket was refused, as one line: HEAD answers carry no error code, so a
+        one-key listing asks for it (an unknown key, a wrong secret, an expired token)."""
+        code = ""
+        try:
+            await self.client.list_objects_v2(Bucket=self.name, MaxKeys=1)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+        except Exception:  # noqa: S110 - only a better message was at stake
+            pass
+        if code == "InvalidAccessKeyId":
+            return UserError(
+                f"the access key of {self.who} is not known to the {self.label}'s server (InvalidAccessKeyId): "
+                "check the credentials (AWS_ACCESS_KEY_ID, --source-profile/--dest-profile)"
+            )
+        if code == "SignatureDoesNotMatch":
+            return UserError(
+                f"the secret key of {self.who} does not match its access key (SignatureDoesNotMatch): "
+                "check the credentials (AWS_SECRET_ACCESS_KEY, --source-profile/--dest-profile)"
+            )
+        if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
+            return UserError(
+                f"the session token of {self.who} is expired or invalid ({code}): renew the credentials "
+                "(aws sso login, or a new session)"
+            )
+        if self.expected_owner:
+            option = "--expected-source-owner" if self.label == "source" else "--expected-dest-owner"
+            return UserError(
+                f"access denied to {self.label} bucket s3://{self.name} with {self.who}: the bucket is not owned by "
+                f"account {self.expected_owner} ({option}), or these credentials may not read it: check the bucket "
+                f"name and {option}, or grant s3:ListBucket"
+            )
+        return UserError(
+            f"access denied to {self.label} bucket s3://{self.name} with {self.who}: grant "
+            "s3:ListBucket (and the copy permissions), or use other credentials"
+        )
 
     async def versioning(self) -> str:
         r = await self._call(f"GetBucketVersioning s3://{self.name}", "get_bucket_versioning", Bucket=self.name)
@@ -860,6 +922,8 @@ async def open_bucket(
         try:
             client.meta.events.register("before-parse.s3.ListObjectVersions", _capture_versions_body)
             bucket = Bucket(client, side.url.bucket, label, who(side.profile), pacer, list_pacer)
+            bucket.expected_owner = side.expected_owner
+            client.meta.events.register("before-parameter-build.s3", bucket._owner_params)
             actual = await bucket.check_access()
             if actual and actual != region and not side.region:
                 region = actual
@@ -871,6 +935,8 @@ async def open_bucket(
                 )
             if side.lean:
                 bucket.wire = await _open_wire(session, client, bucket.name, pool, side.read_timeout)
+                if bucket.wire is not None:
+                    bucket.wire.expected_owner = side.expected_owner
             try:
                 yield bucket
             finally:

@@ -21,9 +21,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from backfill.errors import UserError
 
@@ -107,26 +108,26 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def local_s3(data_dir: Path | None = None, *, cpu: int | None = None) -> Iterator[LocalS3]:
+def local_s3(
+    data_dir: Path | None = None, *, cpu: int | None = None, identities: Sequence[Mapping[str, Any]] = ()
+) -> Iterator[LocalS3]:
     """Start `weed mini` on free loopback ports; stop it and remove its data on exit.
 
     `cpu` pins the server to one core (benchmarks), when `taskset` is available.
+    `identities` are added beside the admin one, in SeaweedFS's form:
+    {"name": …, "credentials": [{"accessKey": …, "secretKey": …}], "actions": ["Read:bucket-*", …]}.
     """
     weed = weed_binary()
     owned = data_dir is None
     root = Path(tempfile.mkdtemp(prefix="backfill-seaweed-")) if data_dir is None else data_dir
     root.mkdir(parents=True, exist_ok=True)
-    identities = {
-        "identities": [
-            {
-                "name": "admin",
-                "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-            }
-        ]
+    admin_identity = {
+        "name": "admin",
+        "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
     }
     config = root / "identities.json"
-    config.write_text(json.dumps(identities))
+    config.write_text(json.dumps({"identities": [admin_identity, *identities]}))
     (
         master,
         master_grpc,

@@ -137,9 +137,22 @@ def _client(endpoint: str, key: str, secret: str) -> Any:
     )
 
 
+# Identities of the session's SeaweedFS besides its admin, for the permission tests
+# (test_bad_inputs.py): name → SeaweedFS actions; the access key is the name, the secret name + "-secret".
+IDENTITIES = {
+    "no-list": ["Read", "Write", "Tagging"],  # may read and write objects, not list a bucket
+    "no-write": ["Read", "List", "Tagging"],  # may write nowhere
+    "replica-only": ["Read:dst-*", "List:dst-*", "Write:dst-*", "Tagging:dst-*"],  # may not read the sources
+}
+
+
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    with local_s3(tmp_path_factory.mktemp("seaweed")) as s:
+    identities = [
+        {"name": n, "credentials": [{"accessKey": n, "secretKey": f"{n}-secret"}], "actions": a}
+        for n, a in IDENTITIES.items()
+    ]
+    with local_s3(tmp_path_factory.mktemp("seaweed"), identities=identities) as s:
         yield Store("seaweedfs", s.endpoint_url, s.env(), _client(s.endpoint_url, s.access_key, s.secret_key))
 
 

@@ -311,7 +311,7 @@ def test_versions_latest_copies_current_objects_only(store: Store, manifest: str
         delete(store, src, "back.txt")
         put(store, src, "back.txt", b"second life, longer")
 
-    copy(store, f"s3://{src}", f"s3://{dst}", manifest, "--versions", "latest")
+    copy(store, f"s3://{src}", f"s3://{dst}", manifest, "--versions", "latest", "--allow-unversioned")
     copy(store, f"s3://{src}", f"s3://{versioned_dst}", manifest + ".versioned", "--versions", "latest")
 
     src_h, dst_h = store.history(src), store.history(dst)

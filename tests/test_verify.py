@@ -191,7 +191,7 @@ def test_verify_refuses_the_manifest_of_another_job(seaweed: Store, manifest: st
 def test_verify_latest_only(seaweed: Store, manifest: str) -> None:
     src, dst = seaweed.buckets(dest_versioned=False)
     _seed(seaweed, src)
-    _backfill(seaweed, src, dst, manifest, "--versions", "latest")
+    _backfill(seaweed, src, dst, manifest, "--versions", "latest", "--allow-unversioned")
     r = seaweed.run("verify", f"s3://{src}", f"s3://{dst}", "--versions", "latest", "--json")
     assert r.code == 0, r.stderr
     assert json.loads(r.stdout)["identical"] == 30

@@ -81,12 +81,20 @@ class RunResult:
 
 
 async def _preflight(cfg: RunConfig, src: Bucket, dst: Bucket) -> bool:
-    if cfg.options.versions == "all" and not cfg.dry_run:
+    """Refuse a replica without versioning: it cannot hold a history, nor be a replication target, and an
+    overwrite there loses data. With --versions latest, --allow-unversioned copies the current versions anyway."""
+    if not cfg.dry_run:
         status = await dst.versioning()
-        if status != "Enabled":
+        state = status.lower() or "off"
+        if status != "Enabled" and cfg.options.versions == "all":
             raise UserError(
-                f"replica bucket s3://{dst.name} has versioning {status.lower() or 'off'}, so it cannot hold "
-                "the source's history: enable versioning on it (`backfill setup` does), or pass --versions latest"
+                f"replica bucket s3://{dst.name} has versioning {state}, so it cannot hold the source's history: "
+                "enable versioning on it (`backfill setup` does), or pass --versions latest --allow-unversioned"
+            )
+        if status != "Enabled" and not cfg.allow_unversioned:
+            raise UserError(
+                f"replica bucket s3://{dst.name} has versioning {state}: enable it (replication needs it, and an "
+                "overwrite there would lose data), or pass --allow-unversioned to copy the current versions anyway"
             )
     return await src.object_lock_enabled()
 
@@ -121,6 +129,7 @@ async def run_copy(cfg: RunConfig, *, log: Any = None) -> RunResult:
         open_bucket(cfg.source, "source", list_pacer, pool=32) as src,
         open_bucket(cfg.dest, "replica", copy_pacer, pool=cfg.concurrency + 8) as dst,
     ):
+        dst.expect_source_owner(cfg.source.expected_owner)
         carry_lock = await _preflight(cfg, src, dst)
         manifest: Manifest | None = None
         if not cfg.dry_run:
