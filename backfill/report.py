@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, fields
 from types import TracebackType
 from typing import IO
 
+from backfill.errors import UserError
+
 
 @dataclass(frozen=True, slots=True)
 class Difference:
@@ -34,7 +36,13 @@ class ReportWriter:
 
     def __enter__(self) -> ReportWriter:
         if self.path:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # keys can be sensitive
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # keys can be sensitive
+                os.fchmod(fd, 0o600)  # a file that was there keeps its mode through O_CREAT: not this one
+            except OSError as exc:
+                raise UserError(
+                    f"cannot write the report {self.path} ({exc.strerror}): pass --report in a writable directory"
+                ) from None
             self._file = open(fd, "w", encoding="utf-8", newline="")
             if self.path.endswith(".csv"):
                 self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS)
