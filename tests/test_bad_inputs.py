@@ -376,6 +376,13 @@ def test_manifest_on_a_file_system_turned_read_only(seaweed: Store, tmp_path: Pa
     assert "k-new" not in seaweed.history(dst)
 
 
+def test_report_that_cannot_be_written(seaweed: Store, tmp_path: Path) -> None:
+    src, dst = seeded(seaweed)
+    report = tmp_path / "no-such-directory" / "diff.csv"
+    line = refused(seaweed, seaweed.run("verify", f"s3://{src}", f"s3://{dst}", "--report", str(report)), dst)
+    assert f"cannot write the report {report}" in line and "pass --report in a writable directory" in line
+
+
 def test_disk_full_when_the_manifest_is_created(seaweed: Store, tmp_path: Path) -> None:
     src, dst = seeded(seaweed)
     with tmpfs(tmp_path / "full", "256k") as directory:
