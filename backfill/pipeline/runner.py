@@ -82,7 +82,9 @@ class RunResult:
 
 async def _preflight(cfg: RunConfig, src: Bucket, dst: Bucket) -> bool:
     """Refuse a replica without versioning: it cannot hold a history, nor be a replication target, and an
-    overwrite there loses data. With --versions latest, --allow-unversioned copies the current versions anyway."""
+    overwrite there loses data. With --versions latest, --allow-unversioned copies the current versions anyway.
+    Copies into `dst` also name the source's expected owner (--expected-source-owner)."""
+    dst.expect_source_owner(cfg.source.expected_owner)
     if not cfg.dry_run:
         status = await dst.versioning()
         state = status.lower() or "off"
@@ -129,7 +131,6 @@ async def run_copy(cfg: RunConfig, *, log: Any = None) -> RunResult:
         open_bucket(cfg.source, "source", list_pacer, pool=32) as src,
         open_bucket(cfg.dest, "replica", copy_pacer, pool=cfg.concurrency + 8) as dst,
     ):
-        dst.expect_source_owner(cfg.source.expected_owner)
         carry_lock = await _preflight(cfg, src, dst)
         manifest: Manifest | None = None
         if not cfg.dry_run:
