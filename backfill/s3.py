@@ -44,7 +44,7 @@ from backfill.config import MAX_PART, MAX_PARTS, MIN_PART, CopyOptions, Side
 from backfill.errors import ObjectError, RetryableError, UserError, classify
 from backfill.http1 import Pool, Response
 from backfill.models import Version
-from backfill.pacing import Pacer
+from backfill.pacing import Pacer, RetryPolicy
 from backfill.sigv4 import EMPTY_SHA256, Signer, canonical_query, quote_key_path
 
 _ENTRIES = "BackfillEntries"
@@ -240,6 +240,7 @@ def _botocore_config(side: Side, pool: int) -> AioConfig:
 _ERROR_FIELD = re.compile(rb"<(Code|Message|RequestId)>([^<]*)</\1>")
 _USER_AGENT = f"backfill/{__version__}"
 _CREDENTIALS_TTL = 5.0  # seconds between asking botocore whether the credentials need a refresh
+START_POLICY = RetryPolicy(attempts=4)  # ≈1.4 s of backoff at most before the first request gives up
 SLOWEST_COPY = 10 * 1024 * 1024  # bytes/s that a server-side copy is assumed to manage at least
 
 
@@ -451,7 +452,9 @@ class Bucket:
 
     async def check_access(self) -> str | None:
         """HeadBucket: the bucket's region, or one clear line for a missing bucket or a denial."""
-        policy = self.list_pacer.policy
+        # The first request of a run: a throttle or a blip is retried, but an endpoint that
+        # cannot be reached is reported within seconds, not after the full retry policy.
+        policy = START_POLICY
         what = f"HeadBucket {self.label} s3://{self.name}"
         for attempt in range(policy.attempts):
             try:
