@@ -367,6 +367,17 @@ def git_commit() -> str:
     return p.stdout.strip() + ("+changes" if dirty.stdout.strip() else "") if p.returncode == 0 else "unknown"
 
 
+def compile_backfill() -> None:
+    """Byte-compile backfill as `pip install` does, so that its start-up is a user's.
+
+    An editable install under PYTHONDONTWRITEBYTECODE (set on this test bed)
+    otherwise compiles backfill's own modules from source at every start.
+    """
+    import compileall
+
+    compileall.compile_dir(str(ROOT / "backfill"), quiet=1)
+
+
 def backfill_copy_options() -> set[str]:
     """The option names `backfill copy` accepts (read from the CLI itself, not its help text)."""
     import typer

@@ -24,6 +24,7 @@ from benchmarks.common import (
     SERVER_CPU,
     Shape,
     can_pin,
+    compile_backfill,
     make_bucket,
     measure,
     pinned,
@@ -35,6 +36,7 @@ from benchmarks.peers import s5cmd_binary
 
 
 def main() -> None:
+    compile_backfill()
     ap = argparse.ArgumentParser(prog="python -m benchmarks.copy", description=__doc__)
     ap.add_argument("--objects", type=int, default=5000)
     ap.add_argument("--versions-per-key", type=int, default=1)

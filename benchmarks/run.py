@@ -33,6 +33,7 @@ from benchmarks.common import (
     Shape,
     bucket_exists,
     can_pin,
+    compile_backfill,
     content_md5,
     current_objects,
     delay_proxy,
@@ -147,6 +148,7 @@ def summarise(results: list[RunResult], fixed: dict[str, float]) -> list[Summary
 
 
 def main(args: argparse.Namespace) -> None:
+    compile_backfill()
     shape = Shape(args.objects, args.versions_per_key)
     rtts = [float(x) for x in args.rtt_ms.split(",")]
     names = args.tools.split(",") if args.tools else [t for t in TOOLS if t != "backfill-all" or shape.versions > 1]

@@ -40,6 +40,7 @@ from benchmarks.common import (
     Shape,
     backfill_copy_options,
     can_pin,
+    compile_backfill,
     ensure_seeded,
     git_commit,
     has_uvloop,
@@ -86,6 +87,7 @@ def count_versions(client: Any, bucket: str) -> int:
 
 
 def main(args: argparse.Namespace) -> None:
+    compile_backfill()
     sizes = [int(x) for x in args.sizes.split(",")]
     k = args.versions_per_key
     if any(s % k for s in sizes):
