@@ -59,7 +59,7 @@ from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
 from backfill.pipeline.copier import SETTLE_RATE
 from backfill.pipeline.runner import RunResult, ShardHooks, _pipeline, _preflight
 from backfill.progress import Counters
-from backfill.s3 import Bucket, open_bucket
+from backfill.s3 import Bucket, Sessions, open_bucket
 from backfill.state import Conflict, Store, checkpoint_name, lease_name
 
 # Test hook, for the tests only: "SHARD:N" makes the first attempt (generation 1) of shard
@@ -291,9 +291,10 @@ async def open_sides(cfg: RunConfig) -> AsyncIterator[tuple[Bucket, Bucket, bool
     """Both buckets, paced as run_copy paces them, and whether Object Lock settings are carried."""
     rate = RateLimiter(cfg.max_rps)
     limiter = AdaptiveLimiter(cfg.concurrency, floor=min(4, cfg.concurrency))
+    sessions = Sessions()  # the two sides share one session when they share a profile
     async with (
-        open_bucket(cfg.source, "source", Pacer(None, rate), pool=32) as src,
-        open_bucket(cfg.dest, "replica", Pacer(limiter, rate), pool=cfg.concurrency + 8) as dst,
+        open_bucket(cfg.source, "source", Pacer(None, rate), pool=32, sessions=sessions) as src,
+        open_bucket(cfg.dest, "replica", Pacer(limiter, rate), pool=cfg.concurrency + 8, sessions=sessions) as dst,
     ):
         yield src, dst, await _preflight(cfg, src, dst)
 

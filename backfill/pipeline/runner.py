@@ -33,7 +33,7 @@ from backfill.pipeline.lister import key_job, list_shard
 from backfill.pipeline.shards import AUTO_TARGET, discover
 from backfill.pipeline.streams import receive_all
 from backfill.progress import Counters, Display
-from backfill.s3 import Bucket, Copier, open_bucket
+from backfill.s3 import Bucket, Copier, Sessions, open_bucket
 
 MAX_LISTERS = 8
 
@@ -127,9 +127,10 @@ async def run_copy(cfg: RunConfig, *, log: Any = None) -> RunResult:
     limiter = AdaptiveLimiter(cfg.concurrency, floor=min(4, cfg.concurrency))
     list_pacer = Pacer(None, rate)
     copy_pacer = Pacer(limiter, rate)
+    sessions = Sessions()  # the two sides share one session when they share a profile
     async with (
-        open_bucket(cfg.source, "source", list_pacer, pool=32) as src,
-        open_bucket(cfg.dest, "replica", copy_pacer, pool=cfg.concurrency + 8) as dst,
+        open_bucket(cfg.source, "source", list_pacer, pool=32, sessions=sessions) as src,
+        open_bucket(cfg.dest, "replica", copy_pacer, pool=cfg.concurrency + 8, sessions=sessions) as dst,
     ):
         carry_lock = await _preflight(cfg, src, dst)
         manifest: Manifest | None = None

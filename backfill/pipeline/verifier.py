@@ -32,7 +32,7 @@ from backfill.pipeline.lister import key_pages
 from backfill.pipeline.shards import AUTO_TARGET, discover
 from backfill.progress import Display
 from backfill.report import Difference, ReportWriter
-from backfill.s3 import Bucket, open_bucket
+from backfill.s3 import Bucket, Sessions, open_bucket
 
 MAX_JOINERS = 8
 CHECKSUMS = ("ChecksumCRC64NVME", "ChecksumSHA256", "ChecksumSHA1", "ChecksumCRC32C", "ChecksumCRC32")
@@ -336,9 +336,10 @@ async def run_verify(cfg: VerifyConfig, *, log: Any = None) -> VerifyResult:
                 f"not {cfg.source.url} → {cfg.dest.url}: pass the matching --manifest, or none"
             )
     try:
+        sessions = Sessions()  # the two sides share one session when they share a profile
         async with (
-            open_bucket(cfg.source, "source", head_pacer, cfg.concurrency + 8, list_pacer) as src,
-            open_bucket(cfg.dest, "replica", head_pacer, cfg.concurrency + 8, list_pacer) as dst,
+            open_bucket(cfg.source, "source", head_pacer, cfg.concurrency + 8, list_pacer, sessions) as src,
+            open_bucket(cfg.dest, "replica", head_pacer, cfg.concurrency + 8, list_pacer, sessions) as dst,
         ):
             with ReportWriter(cfg.report) as report:
                 v = Verifier(cfg, src, dst, report, manifest)
