@@ -6,7 +6,6 @@ credential or permission error (one line, no traceback); 130 stopped by Ctrl-C.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -32,7 +31,7 @@ from backfill.config import (
     parse_size,
     parse_time,
 )
-from backfill.errors import UserError
+from backfill.errors import UserError, first_error
 from backfill.manifest import manifest_error
 from backfill.pipeline.runner import run_copy
 from backfill.pipeline.verifier import CATEGORIES, run_verify
@@ -56,24 +55,12 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _user_error(exc: BaseException) -> UserError | None:
-    """The first UserError in an exception (group), if any."""
-    if isinstance(exc, UserError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for e in exc.exceptions:
-            found = _user_error(e)
-            if found is not None:
-                return found
-    return None
-
-
 def _guard(fn: Callable[[], T], manifest: str | None = None) -> T:
     """Run `fn`; a UserError (or a failure of the `manifest` file) becomes one line and exit 2."""
     try:
         return fn()
     except BaseException as exc:
-        err = _user_error(exc)
+        err = first_error(exc, UserError)
         if err is None and manifest is not None:
             err = manifest_error(exc, manifest)
         if err is not None:
@@ -123,29 +110,32 @@ def _sides(
     endpoints: tuple[str | None, str | None, str | None],
     http: str = "lean",
     read_timeout: float = 60.0,
+    owners: tuple[str | None, str | None] = (None, None),
 ) -> tuple[Side, Side]:
-    """The two sides from the shared options; endpoints are (both, source, dest)."""
+    """The two sides from the shared options; endpoints are (both, source, dest).
+
+    `owners`: the accounts that must own the buckets (--expected-source-owner/--expected-dest-owner).
+    """
     if http not in ("lean", "botocore"):
         raise UserError(f"--http must be 'lean' or 'botocore', not {http!r}")
     both, src_ep, dst_ep = endpoints
     if read_timeout <= 0:
         raise UserError("--read-timeout must be positive")
     lean = http == "lean"
+    src_owner = check_account("--expected-source-owner", owners[0])
+    dst_owner = check_account("--expected-dest-owner", owners[1])
     return (
-        Side(parse_s3_url(source), profiles[0], regions[0], _endpoint(src_ep, both), lean, read_timeout),
-        Side(parse_s3_url(dest), profiles[1], regions[1], _endpoint(dst_ep, both), lean, read_timeout),
+        Side(parse_s3_url(source), profiles[0], regions[0], _endpoint(src_ep, both), lean, read_timeout, src_owner),
+        Side(parse_s3_url(dest), profiles[1], regions[1], _endpoint(dst_ep, both), lean, read_timeout, dst_owner),
     )
 
 
-def _owned(sides: tuple[Side, Side], source_owner: str | None, dest_owner: str | None) -> tuple[Side, Side]:
-    """The sides with the accounts that must own their buckets (--expected-source-owner/--expected-dest-owner)."""
-    src, dst = sides
-    return (
-        dataclasses.replace(src, expected_owner=check_account("--expected-source-owner", source_owner)),
-        dataclasses.replace(dst, expected_owner=check_account("--expected-dest-owner", dest_owner)),
-    )
-
-
+LeaseSeconds = Annotated[
+    float, typer.Option(help="A shard's lease lapses when not renewed this long (a dead worker's is taken over).")
+]
+CheckpointSeconds = Annotated[
+    float, typer.Option(help="Upload each running shard's file to the state location this often.")
+]
 ExpectedSourceOwner = Annotated[
     str | None,
     typer.Option(
@@ -269,30 +259,23 @@ def copy(
     plan_only: Annotated[
         bool, typer.Option("--plan-only", help="Write the job's plan (shards) to --state and stop (for run-shards).")
     ] = False,
-    lease_seconds: Annotated[
-        float, typer.Option(help="A shard's lease lapses when not renewed this long (a dead worker's is taken over).")
-    ] = 60.0,
-    checkpoint_seconds: Annotated[
-        float, typer.Option(help="Upload each running shard's file to the state location this often.")
-    ] = 60.0,
+    lease_seconds: LeaseSeconds = 60.0,
+    checkpoint_seconds: CheckpointSeconds = 60.0,
 ) -> None:
     """Copy every version of SRC into DST, server-side; run it again to resume."""
 
     def build() -> RunConfig:
         if acl is not None and acl not in ("bucket-owner-full-control", "private"):
             raise UserError("--acl takes bucket-owner-full-control or private")
-        src_side, dst_side = _owned(
-            _sides(
-                source,
-                dest,
-                (source_profile, dest_profile),
-                (source_region, dest_region),
-                (endpoint_url, source_endpoint_url, dest_endpoint_url),
-                http,
-                read_timeout,
-            ),
-            expected_source_owner,
-            expected_dest_owner,
+        src_side, dst_side = _sides(
+            source,
+            dest,
+            (source_profile, dest_profile),
+            (source_region, dest_region),
+            (endpoint_url, source_endpoint_url, dest_endpoint_url),
+            http,
+            read_timeout,
+            (expected_source_owner, expected_dest_owner),
         )
         return RunConfig(
             source=src_side,
@@ -492,18 +475,15 @@ def verify(
         manifest = merged_manifest(state, None, state_access(dest_profile, dest_endpoint_url or endpoint_url))
 
     def build() -> VerifyConfig:
-        src_side, dst_side = _owned(
-            _sides(
-                source,
-                dest,
-                (source_profile, dest_profile),
-                (source_region, dest_region),
-                (endpoint_url, source_endpoint_url, dest_endpoint_url),
-                http,
-                read_timeout,
-            ),
-            expected_source_owner,
-            expected_dest_owner,
+        src_side, dst_side = _sides(
+            source,
+            dest,
+            (source_profile, dest_profile),
+            (source_region, dest_region),
+            (endpoint_url, source_endpoint_url, dest_endpoint_url),
+            http,
+            read_timeout,
+            (expected_source_owner, expected_dest_owner),
         )
         return VerifyConfig(
             src_side,

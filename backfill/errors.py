@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from botocore.exceptions import (
     ClientError,
@@ -24,6 +24,20 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
+
+E = TypeVar("E", bound=BaseException)
+
+
+def first_error(exc: BaseException, kind: type[E]) -> E | None:
+    """The first exception of `kind` in `exc` or, depth first, in its exception groups."""
+    if isinstance(exc, kind):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            found = first_error(e, kind)
+            if found is not None:
+                return found
+    return None
 
 
 class BackfillError(Exception):

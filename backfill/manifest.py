@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from backfill.errors import UserError
+from backfill.errors import UserError, first_error
 from backfill.models import Item, KeyJob, Shard, State, Version
 
 SCHEMA_VERSION = 2
@@ -84,23 +84,12 @@ class OpenUpload:
     started: float
 
 
-def _find_sqlite_error(exc: BaseException) -> sqlite3.Error | None:
-    if isinstance(exc, sqlite3.Error):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for e in exc.exceptions:
-            found = _find_sqlite_error(e)
-            if found is not None:
-                return found
-    return None
-
-
 def manifest_error(exc: BaseException, path: str) -> UserError | None:
     """An SQLite failure of the manifest at `path` (in `exc`, or in a group) as one line for the user.
 
     None when `exc` holds no SQLite error.
     """
-    err = _find_sqlite_error(exc)
+    err = first_error(exc, sqlite3.Error)
     if err is None:
         return None
     code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF  # the primary code of an extended one
@@ -139,6 +128,18 @@ class Summary:
 
     def count(self, state: State) -> int:
         return self.by_state.get(state.name.lower(), Totals()).versions
+
+    def totals(self) -> dict[str, int]:
+        """The job's counts, as a run's summary reports them."""
+        return {
+            "versions": sum(t.versions for t in self.by_state.values()),
+            "copied": self.count(State.COPIED),
+            "failed": self.count(State.FAILED),
+            "skipped": self.count(State.SKIPPED),
+            "pending": self.count(State.PENDING),
+            "shards": self.shards,
+            "shards_listed": self.shards_listed,
+        }
 
 
 class Manifest:

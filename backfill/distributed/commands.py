@@ -21,11 +21,15 @@ import anyio
 import typer
 
 from backfill.cli import (
+    CheckpointSeconds,
     DestEndpoint,
     DestProfile,
     DestRegion,
     Endpoint,
+    ExpectedDestOwner,
+    ExpectedSourceOwner,
     Http,
+    LeaseSeconds,
     ReadTimeout,
     SourceEndpoint,
     SourceProfile,
@@ -235,15 +239,13 @@ def run_shards(
     dest_endpoint_url: DestEndpoint = None,
     http: Http = "lean",
     read_timeout: ReadTimeout = 60.0,
+    expected_source_owner: ExpectedSourceOwner = None,
+    expected_dest_owner: ExpectedDestOwner = None,
     concurrency: Annotated[int, typer.Option(help="Ceiling of copy requests in flight in this process.")] = 64,
     parallel: Annotated[int, typer.Option(help="Shards run at once in this process.")] = 4,
     max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
-    lease_seconds: Annotated[
-        float, typer.Option(help="A shard's lease lapses when not renewed this long (a dead worker's is taken over).")
-    ] = 60.0,
-    checkpoint_seconds: Annotated[
-        float, typer.Option(help="Upload each running shard's file to the state location this often.")
-    ] = 60.0,
+    lease_seconds: LeaseSeconds = 60.0,
+    checkpoint_seconds: CheckpointSeconds = 60.0,
     settle_seconds: Annotated[
         float | None,
         typer.Option(help="After taking over a dead worker's shard, wait this long for its in-flight copies."),
@@ -287,6 +289,7 @@ def run_shards(
             (endpoint_url, source_endpoint_url, dest_endpoint_url),
             http,
             read_timeout,
+            (expected_source_owner, expected_dest_owner),
         )
         return plan.run_config(src, dst, concurrency=concurrency, max_rps=max_rps, progress_interval=progress_interval)
 

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 import anyio
 
 from backfill.config import RunConfig
-from backfill.errors import UserError
+from backfill.errors import UserError, first_error
 from backfill.manifest import Manifest
 from backfill.models import Shard
 from backfill.progress import Counters, Display, human_bytes
@@ -312,21 +312,10 @@ def dask_shard_task(
     try:
         return anyio.run(main)
     except BaseException as exc:
-        err = _user_error(exc)
+        err = first_error(exc, UserError)
         if err is not None:
             return {"shard": shard.id, "error": str(err)}  # retrying will not help: tell the driver
         raise  # Dask retries the task (a lease lost to a live attempt: the retry waits for it)
-
-
-def _user_error(exc: BaseException) -> UserError | None:
-    if isinstance(exc, UserError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for e in exc.exceptions:
-            found = _user_error(e)
-            if found is not None:
-                return found
-    return None
 
 
 def run_dask(

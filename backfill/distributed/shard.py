@@ -54,7 +54,7 @@ import anyio
 from backfill.config import RunConfig
 from backfill.errors import RetryableError, UserError
 from backfill.manifest import Manifest
-from backfill.models import KeyJob, Shard, State
+from backfill.models import KeyJob, Shard
 from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
 from backfill.pipeline.copier import SETTLE_RATE
 from backfill.pipeline.runner import RunResult, ShardHooks, _pipeline, _preflight
@@ -257,19 +257,6 @@ class ShardOutcome:
     interrupted: bool = False
 
 
-def _totals(m: Manifest) -> dict[str, int]:
-    s = m.summary()
-    return {
-        "versions": sum(t.versions for t in s.by_state.values()),
-        "copied": s.count(State.COPIED),
-        "failed": s.count(State.FAILED),
-        "skipped": s.count(State.SKIPPED),
-        "pending": s.count(State.PENDING),
-        "shards": s.shards,
-        "shards_listed": s.shards_listed,
-    }
-
-
 def _snapshot(src: Path, dst: Path) -> None:
     """A consistent single-file copy of a live WAL database."""
     with contextlib.suppress(FileNotFoundError):
@@ -463,7 +450,7 @@ class _Attempt:
                 tg.cancel_scope.cancel()
             if holder.lost:
                 raise LeaseLost(f"shard {shard.id}: another attempt took the lease over (or the lease lapsed)")
-            totals = _totals(manifest)
+            totals = manifest.summary().totals()
             if error is not None:
                 # Hand the shard on at once (no lease to wait out), with what this attempt did.
                 with contextlib.suppress(Exception):

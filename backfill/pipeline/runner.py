@@ -25,7 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from backfill.config import RunConfig
 from backfill.errors import BackfillError, UserError
 from backfill.manifest import Manifest, OpenUpload
-from backfill.models import KeyJob, Shard, State, Version
+from backfill.models import KeyJob, Shard, Version
 from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
 from backfill.pipeline.checkpoint import Checkpoint
 from backfill.pipeline.copier import SETTLE_RATE, Workers, copy_workers
@@ -331,15 +331,6 @@ async def _pipeline(
 
     result = RunResult(counters, cfg.dry_run, interrupted, cfg.manifest if manifest else "")
     if manifest is not None:
-        s = manifest.summary()
-        result.totals = {
-            "versions": sum(t.versions for t in s.by_state.values()),
-            "copied": s.count(State.COPIED),
-            "failed": s.count(State.FAILED),
-            "skipped": s.count(State.SKIPPED),
-            "pending": s.count(State.PENDING),
-            "shards": s.shards,
-            "shards_listed": s.shards_listed,
-        }
+        result.totals = manifest.summary().totals()
         result.reasons = manifest.reasons()
     return result
