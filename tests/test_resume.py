@@ -126,6 +126,29 @@ def test_ctrl_c_finishes_in_flight_copies_and_prints_the_resume_command(seaweed:
     _assert_exact_replica(seaweed, src, dst)
 
 
+def test_ctrl_c_while_python_is_still_starting_stops_quietly(seaweed: Store, manifest: str) -> None:
+    """Ctrl-C at any moment of the start (imports, set-up, first copies): exit 130, never a traceback."""
+    src, _ = seaweed.buckets()
+    seed_many(seaweed, src, 300)
+    for delay in (0.12, 0.25, 0.5, 0.9):
+        _, dst = seaweed.buckets()  # a fresh replica and manifest each time
+        m = f"{manifest}-{delay}"
+        p = _start(seaweed, "copy", f"s3://{src}", f"s3://{dst}", "--manifest", m, "--concurrency", "4")
+        try:
+            time.sleep(delay)
+            p.send_signal(signal.SIGINT)
+            _, err = p.communicate(timeout=60)
+        finally:
+            if p.poll() is None:
+                p.kill()
+        assert p.returncode == 130, (delay, err)
+        assert "Traceback" not in err, (delay, err)
+        if "stopped before anything started" in err:
+            assert not os.path.exists(m) and not seaweed.history(dst), delay
+        else:
+            assert "To resume, run: backfill copy" in err, (delay, err)
+
+
 def test_copies_the_manifest_missed_are_found_in_the_replica_not_copied_again(seaweed: Store, manifest: str) -> None:
     """The state a crash leaves between a copy and its batched outcome, made on purpose."""
     src, dst = seaweed.buckets()

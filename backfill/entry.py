@@ -1,0 +1,19 @@
+"""The `backfill` command's entry point, kept free of heavy imports.
+
+Importing the CLI (botocore, aiohttp, …) takes a few tenths of a second; a
+Ctrl-C in that window must stop as quietly as one later does, not with a
+traceback through the import machinery.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> None:
+    try:
+        from backfill.cli import main as cli_main
+    except KeyboardInterrupt:
+        sys.stderr.write("\nstopped before anything started: nothing was read or written\n")
+        raise SystemExit(130) from None
+    cli_main()
