@@ -19,6 +19,7 @@ import anyio
 import typer
 
 from backfill.config import (
+    COPY_CONCURRENCY,
     CopyOptions,
     Filters,
     RunConfig,
@@ -206,7 +207,9 @@ def copy(
             "--versions all always needs a versioned replica.",
         ),
     ] = False,
-    concurrency: Annotated[int, typer.Option(help="Ceiling of copy requests in flight (adapts below it).")] = 64,
+    concurrency: Annotated[
+        int, typer.Option(help="Ceiling of copy requests in flight (adapts below it).")
+    ] = COPY_CONCURRENCY,
     shards: Annotated[str, typer.Option(help="auto, or the number of key-range shards to list in parallel.")] = "auto",
     include: Annotated[list[str] | None, typer.Option(help="Copy only keys matching this glob (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Skip keys matching this glob (repeatable).")] = None,
@@ -223,7 +226,8 @@ def copy(
     ] = None,
     sse_kms_key_id: Annotated[str | None, typer.Option(help="Encrypt replica objects with this KMS key.")] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List and count what would be copied; write nothing.")
+        bool,
+        typer.Option("--dry-run", help="List and count what would be copied, after a run's checks; write nothing."),
     ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")] = False,
     verify_after: Annotated[

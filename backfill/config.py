@@ -17,6 +17,10 @@ MAX_COPY_OBJECT = 5 * GiB  # CopyObject's limit on AWS
 MIN_PART = 5 * MiB
 MAX_PART = 5 * GiB
 MAX_PARTS = 10_000
+# Copies in flight, at most (the adaptive limiter works below it). At 50-100 ms per
+# copy a process needs a few hundred in flight to use the ~5,000 copies/s its CPU can
+# drive; s5cmd's default is 256 workers too.
+COPY_CONCURRENCY = 256
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?B?)?\s*$", re.IGNORECASE)
 
@@ -159,7 +163,7 @@ class RunConfig:
     manifest: str
     options: CopyOptions = field(default_factory=CopyOptions)
     filters: Filters = field(default_factory=Filters)
-    concurrency: int = 64
+    concurrency: int = COPY_CONCURRENCY
     shards: int | None = None  # None: auto
     max_rps: float | None = None
     dry_run: bool = False

@@ -920,6 +920,33 @@ class Sessions:
         return self._by_profile[profile]
 
 
+LIST_POOL = 32  # connections for listing: shards listed at once are bounded by it
+
+
+def reserve_open_files(copy_pool: int) -> None:
+    """Raise the soft limit on open files to what the pools need, or say how to make room.
+
+    Every connection is a file descriptor; macOS starts a shell with 256 of them,
+    fewer than a default run's connections.
+    """
+    try:
+        import resource
+    except ImportError:  # not a POSIX system: nothing to raise
+        return
+    needed = copy_pool + LIST_POOL + 64  # the manifest, the state files, Python's own
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+            return
+    raise UserError(
+        f"this run needs about {needed} open files (one per connection) and this process may open "
+        f"{soft}: lower --concurrency, or raise the limit (`ulimit -n {needed}`)"
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_bucket(
     side: Side,

@@ -218,7 +218,8 @@ def test_disjoint_prefixes_in_one_bucket_work(seaweed: Store, manifest: str) -> 
 def test_replica_without_versioning_is_refused_for_a_history(seaweed: Store, manifest: str) -> None:
     src, dst = seaweed.buckets(dest_versioned=False)
     seaweed.client.put_object(Bucket=src, Key="k", Body=b"v")
-    for extra in ((), ("--allow-unversioned",)):  # --versions all needs a versioned replica, whatever the flag
+    # --versions all needs a versioned replica, whatever the flag; a dry run says so as a run would
+    for extra in ((), ("--allow-unversioned",), ("--dry-run",)):
         line = refused(seaweed, copy(seaweed, src, dst, manifest, *extra), dst)
         assert "versioning off" in line and "cannot hold the source's history" in line
         assert "--versions latest --allow-unversioned" in line
@@ -438,6 +439,48 @@ def _copied(manifest: str) -> int:
             return int(db.execute("SELECT count(*) FROM version WHERE state = 1").fetchone()[0])
     except sqlite3.Error:
         return 0
+
+
+# --- open files -----------------------------------------------------------------------
+
+
+def _copy_with_open_files(store: Store, soft: int, hard: int, *args: str) -> Run:
+    """`backfill copy` in a process whose limit on open files is (soft, hard), as a shell's ulimit sets it."""
+    start = (
+        "import resource, runpy, sys; "
+        f"resource.setrlimit(resource.RLIMIT_NOFILE, ({soft}, {hard})); "
+        "sys.argv = ['backfill', *sys.argv[1:]]; runpy.run_module('backfill', run_name='__main__')"
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    p = subprocess.run(
+        [sys.executable, "-c", start, "copy", *args],
+        env={**base, **store.env},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return Run(p.returncode, p.stdout, p.stderr)
+
+
+def test_a_low_soft_limit_on_open_files_is_raised(seaweed: Store, manifest: str) -> None:
+    """macOS starts shells with 256 open files, fewer than a default run's connections: the run makes room."""
+    src, dst = seeded(seaweed, 20)
+    r = _copy_with_open_files(seaweed, 256, 4096, f"s3://{src}", f"s3://{dst}", "--manifest", manifest)
+    assert r.code == 0, r.stderr
+    assert len(seaweed.history(dst)) == 20
+
+
+def test_a_hard_limit_on_open_files_below_the_concurrency_is_refused(seaweed: Store, manifest: str) -> None:
+    src, dst = seeded(seaweed)
+    r = _copy_with_open_files(seaweed, 200, 200, f"s3://{src}", f"s3://{dst}", "--manifest", manifest)
+    line = refused(seaweed, r, dst)
+    assert "open files" in line and "--concurrency" in line and "ulimit -n" in line
+    r = _copy_with_open_files(
+        seaweed, 200, 200, f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--concurrency", "64"
+    )
+    assert r.code == 0, r.stderr
 
 
 # --- endpoints and regions ------------------------------------------------------------

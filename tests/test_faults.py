@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from backfill.config import COPY_CONCURRENCY
 from tests.conftest import Store, shape
 from tests.proxy import Fault, ThreadedProxy
 from tests.test_copy import seed_histories
@@ -94,7 +95,7 @@ def test_denied_copies_stop_the_run_at_once(seaweed: Store, manifest: str) -> No
     assert "Traceback" not in r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("backfill: error:")]
     assert len(errors) == 1 and "access denied" in errors[0], r.stderr
-    # A refusal is not retried: at most one attempt per worker before the run stops.
-    assert stats["access_denied:CopyObject"] <= 64, stats
+    # A refusal is not retried: at most one attempt per slot (the default ceiling) before the run stops.
+    assert stats["access_denied:CopyObject"] <= COPY_CONCURRENCY, stats
     assert elapsed < 30
     assert seaweed.history(dst) == {}

@@ -42,7 +42,7 @@ from backfill.cli import (
     _verify_summary,
     app,
 )
-from backfill.config import RunConfig, VerifyConfig
+from backfill.config import COPY_CONCURRENCY, RunConfig, VerifyConfig
 from backfill.errors import UserError
 from backfill.pipeline.shards import AUTO_TARGET
 from backfill.pipeline.verifier import run_verify
@@ -241,7 +241,9 @@ def run_shards(
     read_timeout: ReadTimeout = 60.0,
     expected_source_owner: ExpectedSourceOwner = None,
     expected_dest_owner: ExpectedDestOwner = None,
-    concurrency: Annotated[int, typer.Option(help="Ceiling of copy requests in flight in this process.")] = 64,
+    concurrency: Annotated[
+        int, typer.Option(help="Ceiling of copy requests in flight in this process.")
+    ] = COPY_CONCURRENCY,
     parallel: Annotated[int, typer.Option(help="Shards run at once in this process.")] = 4,
     max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
     lease_seconds: LeaseSeconds = 60.0,

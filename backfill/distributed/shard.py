@@ -59,7 +59,7 @@ from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
 from backfill.pipeline.copier import SETTLE_RATE
 from backfill.pipeline.runner import RunResult, ShardHooks, _pipeline, _preflight
 from backfill.progress import Counters
-from backfill.s3 import Bucket, Sessions, open_bucket
+from backfill.s3 import LIST_POOL, Bucket, Sessions, open_bucket, reserve_open_files
 from backfill.state import Conflict, Store, checkpoint_name, lease_name
 
 # Test hook, for the tests only: "SHARD:N" makes the first attempt (generation 1) of shard
@@ -279,8 +279,9 @@ async def open_sides(cfg: RunConfig) -> AsyncIterator[tuple[Bucket, Bucket, bool
     rate = RateLimiter(cfg.max_rps)
     limiter = AdaptiveLimiter(cfg.concurrency, floor=min(4, cfg.concurrency))
     sessions = Sessions()  # the two sides share one session when they share a profile
+    reserve_open_files(cfg.concurrency + 8)
     async with (
-        open_bucket(cfg.source, "source", Pacer(None, rate), pool=32, sessions=sessions) as src,
+        open_bucket(cfg.source, "source", Pacer(None, rate), pool=LIST_POOL, sessions=sessions) as src,
         open_bucket(cfg.dest, "replica", Pacer(limiter, rate), pool=cfg.concurrency + 8, sessions=sessions) as dst,
     ):
         yield src, dst, await _preflight(cfg, src, dst)

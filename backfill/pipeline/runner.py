@@ -33,7 +33,7 @@ from backfill.pipeline.lister import key_job, list_shard
 from backfill.pipeline.shards import AUTO_TARGET, discover
 from backfill.pipeline.streams import receive_all
 from backfill.progress import Counters, Display
-from backfill.s3 import Bucket, Copier, Sessions, open_bucket
+from backfill.s3 import LIST_POOL, Bucket, Copier, Sessions, open_bucket, reserve_open_files
 
 MAX_LISTERS = 8
 
@@ -85,19 +85,19 @@ async def _preflight(cfg: RunConfig, src: Bucket, dst: Bucket) -> bool:
     overwrite there loses data. With --versions latest, --allow-unversioned copies the current versions anyway.
     Copies into `dst` also name the source's expected owner (--expected-source-owner)."""
     dst.expect_source_owner(cfg.source.expected_owner)
-    if not cfg.dry_run:
-        status = await dst.versioning()
-        state = status.lower() or "off"
-        if status != "Enabled" and cfg.options.versions == "all":
-            raise UserError(
-                f"replica bucket s3://{dst.name} has versioning {state}, so it cannot hold the source's history: "
-                "enable versioning on it (`backfill setup` does), or pass --versions latest --allow-unversioned"
-            )
-        if status != "Enabled" and not cfg.allow_unversioned:
-            raise UserError(
-                f"replica bucket s3://{dst.name} has versioning {state}: enable it (replication needs it, and an "
-                "overwrite there would lose data), or pass --allow-unversioned to copy the current versions anyway"
-            )
+    # A dry run too: it answers "what would a run do?", and a real one would stop here.
+    status = await dst.versioning()
+    state = status.lower() or "off"
+    if status != "Enabled" and cfg.options.versions == "all":
+        raise UserError(
+            f"replica bucket s3://{dst.name} has versioning {state}, so it cannot hold the source's history: "
+            "enable versioning on it (`backfill setup` does), or pass --versions latest --allow-unversioned"
+        )
+    if status != "Enabled" and not cfg.allow_unversioned:
+        raise UserError(
+            f"replica bucket s3://{dst.name} has versioning {state}: enable it (replication needs it, and an "
+            "overwrite there would lose data), or pass --allow-unversioned to copy the current versions anyway"
+        )
     return await src.object_lock_enabled()
 
 
@@ -128,8 +128,9 @@ async def run_copy(cfg: RunConfig, *, log: Any = None) -> RunResult:
     list_pacer = Pacer(None, rate)
     copy_pacer = Pacer(limiter, rate)
     sessions = Sessions()  # the two sides share one session when they share a profile
+    reserve_open_files(cfg.concurrency + 8)
     async with (
-        open_bucket(cfg.source, "source", list_pacer, pool=32, sessions=sessions) as src,
+        open_bucket(cfg.source, "source", list_pacer, pool=LIST_POOL, sessions=sessions) as src,
         open_bucket(cfg.dest, "replica", copy_pacer, pool=cfg.concurrency + 8, sessions=sessions) as dst,
     ):
         carry_lock = await _preflight(cfg, src, dst)
