@@ -355,6 +355,31 @@ def seaweed_version() -> str:
     return words[2] if p.returncode == 0 and len(words) > 2 and words[0] == "version" else "unknown version"
 
 
+def wait_idle(pid: int, *, below: float = 0.05, window: float = 0.5, limit: float = 30.0) -> float:
+    """Wait until process `pid` (the server) uses less than `below` of a CPU over `window` seconds.
+
+    SeaweedFS reclaims a dropped bucket's volumes, and grows them for a new one, in
+    the background: a run started meanwhile would pay for the previous one's clean-up.
+    Returns the seconds waited (at most `limit`).
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+
+    start = time.monotonic()
+    with contextlib.suppress(OSError):
+        before = cpu()
+        while time.monotonic() - start < limit:
+            time.sleep(window)
+            now = cpu()
+            if now - before < below * window:
+                break
+            before = now
+    return time.monotonic() - start
+
+
 def loadavg() -> str:
     with contextlib.suppress(OSError):
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])

@@ -61,7 +61,8 @@ def peers_section(
         "",
         f"Source: {shape.describe()}. Each run copies into a fresh, versioned bucket and counts only if the "
         "check passes (every expected key with the source's ETag, a sample of contents, and for a complete "
-        f"copy every key's history). Medians of {repeat} interleaved runs (tools in turn, repeated). Client "
+        f"copy every key's history). Each run starts once the server is idle (SeaweedFS reclaims the previous "
+        f"run's bucket in the background). Medians of {repeat} interleaved runs (tools in turn, repeated). Client "
         "CPU and peak RSS are the tool process's own and its waited-for children's (os.wait4), start-up included; "
         "*fixed CPU* is the same command's CPU on an empty source (start-up, set-up), "
         "*marginal* is (CPU − fixed) per copy.",

