@@ -654,12 +654,18 @@ class _Relay:
         self.client.out.arm()
 
     def lost(self, side: _RelaySide, exc: Exception | None) -> None:
-        """A socket closed: after an error the other is aborted; a clean close was a FIN both ways."""
-        side.out.cancel()
+        """A socket closed: after an error the other is aborted; a clean close was a FIN both ways.
+
+        After a clean close, what the socket sent before it (its last bytes, then its
+        FIN) may still be in the delay line: it goes on to the other socket, whose
+        own close follows from that FIN.
+        """
         other = self.peer(side)
-        if exc is not None and other.transport is not None and not other.transport.is_closing():
-            other.out.cancel()
-            other.transport.abort()
+        if exc is not None:
+            side.out.cancel()
+            if other.transport is not None and not other.transport.is_closing():
+                other.out.cancel()
+                other.transport.abort()
         if other.transport is None or other.transport.is_closing():
             self.proxy._live.discard(self)
 

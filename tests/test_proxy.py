@@ -95,6 +95,27 @@ def test_delays_do_not_serialise_connections(seaweed: Store, pair: tuple[str, st
     assert 0.4 <= elapsed < 1.2
 
 
+@pytest.mark.parametrize("rtt", [0, 20])
+def test_closed_connections_are_closed_on_both_sides(seaweed: Store, pair: tuple[str, str], rtt: int) -> None:
+    """A client that hangs up, or a server that does, leaves no socket open in the proxy (a benchmark
+    relays tens of thousands of connections; each leaked one held two file descriptors)."""
+    src, _ = pair
+    _client(seaweed, seaweed.endpoint).put_object(Bucket=src, Key="k", Body=b"x")
+    with ThreadedProxy(seaweed.endpoint, rtt_ms=rtt) as p:
+        host, port = p.endpoint_url.removeprefix("http://").split(":")
+        for close_header in (False, True):  # the client hangs up; the server does (Connection: close)
+            for _ in range(20):
+                conn = http.client.HTTPConnection(host, int(port), timeout=10)
+                conn.request("GET", "/", headers={"Connection": "close"} if close_header else {})
+                r = conn.getresponse()
+                r.read()
+                conn.close()
+        deadline = time.monotonic() + 5
+        while p.proxy._live and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not p.proxy._live, f"{len(p.proxy._live)} of 40 relayed connections still open"
+
+
 def test_slowdown_for_copyobject_only(seaweed: Store, pair: tuple[str, str]) -> None:
     src, dst = pair
     with ThreadedProxy(seaweed.endpoint, faults=[Fault("slowdown", 1.0, op="CopyObject")], seed=11) as p:
