@@ -22,8 +22,9 @@ import anyio
 import pytest
 
 from backfill.distributed.shard import Holder, LeaseLost, ShardSettings, claim
-from backfill.state import Conflict, LocalStore, S3Store, check_conditional_writes, lease_name
+from backfill.state import Conflict, LocalStore, S3Store, StateAccess, check_conditional_writes, lease_name, open_store
 from tests.conftest import Store
+from tests.proxy import Fault, ThreadedProxy
 from tests.test_resume import _assert_exact_replica, seed_many
 
 _names = itertools.count()
@@ -109,6 +110,38 @@ def test_conditional_writes_on_seaweedfs_and_moto(store: Store) -> None:
     os.environ.update(env)
     try:
         anyio.run(main)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def test_a_lease_write_whose_answer_was_lost_is_not_taken_for_a_takeover(seaweed: Store, control: str) -> None:
+    """The SDK sends a write again when the connection drops after the request went out; the first one
+    landed, so the conditional resend is refused (412). That is our own write, not another attempt's."""
+    faults = [Fault("reset_after", 1.0, op="PutObject", limit=4)]  # claim (create), then renewals
+    env = {k: v for k, v in seaweed.env.items() if k != "AWS_ENDPOINT_URL"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        with ThreadedProxy(seaweed.endpoint, faults=faults, seed=3) as proxy:
+
+            async def main() -> None:
+                location = f"s3://{control}/lost-answers/"
+                async with open_store(location, StateAccess(endpoint_url=proxy.endpoint_url)) as s:
+                    got = await claim(s, 7, ShardSettings(lease_seconds=30), say=lambda _m: None)
+                    assert got.holder is not None and got.previous is None
+                    assert got.holder.lease.generation == 1
+                    for _ in range(3):
+                        await got.holder.write()
+                    assert not got.holder.lost
+                    stored = await s.get(lease_name(7))
+                    assert stored == (got.holder.lease.dump(), got.holder.etag)
+
+            anyio.run(main)
+            assert proxy.stats.get("reset_after:PutObject") == 4, proxy.stats
     finally:
         for k, v in old.items():
             if v is None:

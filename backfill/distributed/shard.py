@@ -116,6 +116,18 @@ def _owner() -> str:
     return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
 
 
+async def _landed(store: Store, name: str, body: bytes) -> str | None:
+    """After a conditional write was refused: the ETag of `body` if it is what the store holds.
+
+    An SDK sends a write again when the connection drops after the request went out;
+    if the first one landed, the resend's condition fails (412) on our own write, not
+    on another attempt's. A lease body names its owner and a heartbeat: no one else
+    writes the same bytes.
+    """
+    got = await store.get(name)
+    return got[1] if got is not None and got[0] == body else None
+
+
 class Holder:
     """The lease of a claimed shard: conditional writes, renewal, and whether copying may go on."""
 
@@ -147,15 +159,23 @@ class Holder:
             if self.lost:
                 raise LeaseLost(f"shard {self.lease.shard}: lease lost")
             new = replace(self.lease, heartbeat=time.time(), **changes)
+            body = new.dump()
             while True:
                 sent = clock()
                 try:
-                    self.etag = await self.store.put(lease_name(new.shard), new.dump(), if_match=self.etag)
+                    self.etag = await self.store.put(lease_name(new.shard), body, if_match=self.etag)
                 except Conflict:
-                    self._lose()
-                    raise LeaseLost(
-                        f"shard {new.shard}: another attempt took the lease over (generation > {new.generation})"
-                    ) from None
+                    try:
+                        landed = await _landed(self.store, lease_name(new.shard), body)
+                    except RetryableError:
+                        await anyio.sleep(min(1.0, self.ttl / 8))
+                        continue  # the write again: refused again, then looked at again
+                    if landed is None:
+                        self._lose()
+                        raise LeaseLost(
+                            f"shard {new.shard}: another attempt took the lease over (generation > {new.generation})"
+                        ) from None
+                    self.etag = landed  # our own write, whose answer was lost
                 except RetryableError:
                     if clock() >= self.valid_until + 10 * self.ttl:
                         self._lose()
@@ -202,7 +222,10 @@ async def claim(store: Store, shard: int, settings: ShardSettings, say: Callable
             try:
                 etag = await store.put(name, lease.dump(), create=True)
             except Conflict:
-                continue
+                landed = await _landed(store, name, lease.dump())
+                if landed is None:
+                    continue  # another attempt created it first
+                etag = landed
             return Claim(Holder(store, lease, etag, sent, settings), None)
         body, etag = got
         prev = Lease.load(body)
@@ -242,7 +265,10 @@ async def claim(store: Store, shard: int, settings: ShardSettings, say: Callable
         try:
             etag = await store.put(name, new.dump(), if_match=etag)
         except Conflict:
-            continue
+            landed = await _landed(store, name, new.dump())
+            if landed is None:
+                continue  # another claimant won
+            etag = landed
         return Claim(Holder(store, new, etag, sent, settings), prev, settle)
 
 
