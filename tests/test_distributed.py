@@ -6,6 +6,7 @@ processes one of which is SIGKILLed and restarted. Replicas are compared history
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,12 +87,26 @@ def _no_duplicate_replica_ids(merged: str, store: Store, dst: str, total: int) -
 # --- the state location's conditional writes, on each server ---------------------------
 
 
+@contextlib.contextmanager
+def _credentials_of(store: Store) -> Iterator[None]:
+    """The store's credentials in this process's environment (open_store reads them as the CLI does)."""
+    env = {k: v for k, v in store.env.items() if k != "AWS_ENDPOINT_URL"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def test_conditional_writes_on_seaweedfs_and_moto(store: Store) -> None:
     ctl = _bucket(store, "ctl", versioned=False)
 
     async def main() -> None:
-        from backfill.state import StateAccess, open_store
-
         async with open_store(f"s3://{ctl}/run/", StateAccess(endpoint_url=store.endpoint)) as s:
             assert isinstance(s, S3Store)
             await check_conditional_writes(s)  # both refuse a second create and a stale If-Match
@@ -105,49 +121,30 @@ def test_conditional_writes_on_seaweedfs_and_moto(store: Store) -> None:
             with pytest.raises(Conflict):
                 await s.put("absent", b"1", if_match=etag)
 
-    env = {k: v for k, v in store.env.items() if k != "AWS_ENDPOINT_URL"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with _credentials_of(store):
         anyio.run(main)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_a_lease_write_whose_answer_was_lost_is_not_taken_for_a_takeover(seaweed: Store, control: str) -> None:
     """The SDK sends a write again when the connection drops after the request went out; the first one
     landed, so the conditional resend is refused (412). That is our own write, not another attempt's."""
     faults = [Fault("reset_after", 1.0, op="PutObject", limit=4)]  # claim (create), then renewals
-    env = {k: v for k, v in seaweed.env.items() if k != "AWS_ENDPOINT_URL"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        with ThreadedProxy(seaweed.endpoint, faults=faults, seed=3) as proxy:
+    with _credentials_of(seaweed), ThreadedProxy(seaweed.endpoint, faults=faults, seed=3) as proxy:
 
-            async def main() -> None:
-                location = f"s3://{control}/lost-answers/"
-                async with open_store(location, StateAccess(endpoint_url=proxy.endpoint_url)) as s:
-                    got = await claim(s, 7, ShardSettings(lease_seconds=30), say=lambda _m: None)
-                    assert got.holder is not None and got.previous is None
-                    assert got.holder.lease.generation == 1
-                    for _ in range(3):
-                        await got.holder.write()
-                    assert not got.holder.lost
-                    stored = await s.get(lease_name(7))
-                    assert stored == (got.holder.lease.dump(), got.holder.etag)
+        async def main() -> None:
+            location = f"s3://{control}/lost-answers/"
+            async with open_store(location, StateAccess(endpoint_url=proxy.endpoint_url)) as s:
+                got = await claim(s, 7, ShardSettings(lease_seconds=30), say=lambda _m: None)
+                assert got.holder is not None and got.previous is None
+                assert got.holder.lease.generation == 1
+                for _ in range(3):
+                    await got.holder.write()
+                assert not got.holder.lost
+                stored = await s.get(lease_name(7))
+                assert stored == (got.holder.lease.dump(), got.holder.etag)
 
-            anyio.run(main)
-            assert proxy.stats.get("reset_after:PutObject") == 4, proxy.stats
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        anyio.run(main)
+        assert proxy.stats.get("reset_after:PutObject") == 4, proxy.stats
 
 
 # --- the lease protocol, in-process on a local state directory ---------------------------
