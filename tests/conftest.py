@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sqlite3
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -94,6 +95,12 @@ class Store:
         finally:
             c.meta.events.unregister("before-parse.s3.ListObjectVersions", grab)
 
+    def new_client(self, endpoint: str | None = None, **config: Any) -> Any:
+        """A client with connections of its own, to this store or to a proxy in front of it (`endpoint`)."""
+        return _client(
+            endpoint or self.endpoint, self.env["AWS_ACCESS_KEY_ID"], self.env["AWS_SECRET_ACCESS_KEY"], **config
+        )
+
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> Run:
         return run_cli(*args, env={**self.env, **(env or {})}, timeout=timeout)
 
@@ -103,6 +110,28 @@ class Run:
     code: int
     stdout: str
     stderr: str
+
+
+def start_cli(store: Store, *args: str) -> subprocess.Popen[str]:
+    """The CLI started in a subprocess (to signal or kill), as run_cli runs it; stdout and stderr piped."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | store.env
+    return subprocess.Popen(
+        [sys.executable, "-m", "backfill", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def copied_versions(manifest: str) -> int:
+    """Versions a (possibly running) job's manifest records as copied; 0 while it cannot be read."""
+    try:
+        with sqlite3.connect(f"file:{manifest}?mode=ro", uri=True, timeout=1) as db:
+            return int(db.execute("SELECT count(*) FROM version WHERE state = 1").fetchone()[0])
+    except sqlite3.Error:
+        return 0
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 240, cwd: Path | None = None) -> Run:
@@ -126,14 +155,14 @@ def shape(h: dict[str, list[Entry]], *, etags: bool = True) -> dict[str, list[tu
     return {k: [(dm, size, etag if etags else "") for dm, size, etag, _ in v] for k, v in h.items()}
 
 
-def _client(endpoint: str, key: str, secret: str) -> Any:
+def _client(endpoint: str, key: str, secret: str, **config: Any) -> Any:
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=key,
         aws_secret_access_key=secret,
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+        config=Config(**({"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 3}} | config)),
     )
 
 

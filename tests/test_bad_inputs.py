@@ -18,13 +18,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 from typer.testing import CliRunner
 
 from backfill.cli import app
-from tests.conftest import IDENTITIES, Run, Store, shape
+from tests.conftest import IDENTITIES, Run, Store, copied_versions, shape, start_cli
 
 # --- helpers -----------------------------------------------------------------
 
@@ -404,12 +402,11 @@ def test_disk_full_in_mid_run_stops_cleanly_and_resumes(seaweed: Store, tmp_path
         c.put_object(Bucket=src, Key=f"d{i % 4}/k{i:04d}", Body=f"{i}".encode())
     with tmpfs(tmp_path / "small", "8m") as directory:
         m = str(directory / "job.db")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | seaweed.env
         args = ["copy", f"s3://{src}", f"s3://{dst}", "--manifest", m, "--settle-seconds", "1", "--max-rps", "40"]
-        p = subprocess.Popen([sys.executable, "-m", "backfill", *args], env=env, stderr=subprocess.PIPE, text=True)
+        p = start_cli(seaweed, *args)
         try:
             deadline = time.monotonic() + 60
-            while _copied(m) < 20:
+            while copied_versions(m) < 20:
                 assert p.poll() is None and time.monotonic() < deadline, "the run ended before the disk filled"
                 time.sleep(0.05)
             filler = fill(directory)
@@ -431,14 +428,6 @@ def test_disk_full_in_mid_run_stops_cleanly_and_resumes(seaweed: Store, tmp_path
         assert r.code == 0, r.stderr
         assert json.loads(r.stdout)["job"]["copied"] == 200
     assert shape(seaweed.history(src)) == shape(seaweed.history(dst))
-
-
-def _copied(manifest: str) -> int:
-    try:
-        with sqlite3.connect(f"file:{manifest}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT count(*) FROM version WHERE state = 1").fetchone()[0])
-    except sqlite3.Error:
-        return 0
 
 
 # --- open files -----------------------------------------------------------------------
@@ -555,24 +544,13 @@ def test_awkward_keys_are_copied_exactly(store: Store, manifest: str) -> None:
     assert store.run("verify", f"s3://{src}", f"s3://{dst}", "--manifest", manifest).code == 0
 
 
-def _client(store: Store) -> object:
-    return boto3.client(
-        "s3",
-        endpoint_url=store.endpoint,
-        aws_access_key_id=store.env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=store.env["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
-
-
 def test_zero_byte_objects(store: Store, manifest: str) -> None:
     src, dst = store.buckets()
-    c = _client(store)  # a zero-byte PUT spoils its connection on SeaweedFS (test_fidelity): a client of its own
+    c = store.new_client()  # a zero-byte PUT spoils its connection on SeaweedFS (test_fidelity): a client of its own
     for key in ("empty", "dir/empty"):
-        c.put_object(Bucket=src, Key=key, Body=b"")  # type: ignore[attr-defined]
-    c.put_object(Bucket=src, Key="empty", Body=b"")  # type: ignore[attr-defined]
-    c.close()  # type: ignore[attr-defined]
+        c.put_object(Bucket=src, Key=key, Body=b"")
+    c.put_object(Bucket=src, Key="empty", Body=b"")
+    c.close()
     r = copy(store, src, dst, manifest)
     assert r.code == 0, r.stderr
     h = store.history(dst)

@@ -13,8 +13,6 @@ import os
 import signal
 import sqlite3
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +23,7 @@ import pytest
 
 from backfill.distributed.shard import Holder, LeaseLost, ShardSettings, claim
 from backfill.state import Conflict, LocalStore, S3Store, StateAccess, check_conditional_writes, lease_name, open_store
-from tests.conftest import Store
+from tests.conftest import Store, start_cli
 from tests.proxy import Fault, ThreadedProxy
 from tests.test_resume import _assert_exact_replica, seed_many
 
@@ -299,18 +297,6 @@ def test_dask_worker_killed_mid_shard_is_retried_and_the_replica_is_exact(
 # --- run-shards: an indexed job, one member SIGKILLed and restarted; state in S3 ----------
 
 
-def _start(store: Store, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | store.env
-    return subprocess.Popen(
-        [sys.executable, "-m", "backfill", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def test_indexed_members_one_killed_and_restarted_on_s3_state(
     seaweed: Store, tmp_path: Path, seeded: tuple[str, int], control: str
 ) -> None:
@@ -345,7 +331,7 @@ def test_indexed_members_one_killed_and_restarted_on_s3_state(
         "--json",
         *FAST,
     ]
-    procs = {i: _start(seaweed, *member, "--index", str(i)) for i in range(3)}
+    procs = {i: start_cli(seaweed, *member, "--index", str(i)) for i in range(3)}
     try:
         # Member 1 runs shards 1 and 4. Kill it once shard 1 has a checkpoint and is still running.
         deadline = time.monotonic() + 60
@@ -358,7 +344,7 @@ def test_indexed_members_one_killed_and_restarted_on_s3_state(
             _, err = procs[i].communicate(timeout=120)
             assert procs[i].returncode == 0, err
         # The restarted member takes shard 1 over once its lease lapses, and runs shard 4.
-        procs[1] = _start(seaweed, *member, "--index", "1")
+        procs[1] = start_cli(seaweed, *member, "--index", "1")
         _, err = procs[1].communicate(timeout=120)
         assert procs[1].returncode == 0, err
     finally:
@@ -383,7 +369,7 @@ def test_indexed_members_one_killed_and_restarted_on_s3_state(
 
     # Every member again: nothing to do.
     before = seaweed.history(dst)
-    again = [_start(seaweed, *member, "--index", str(i)) for i in range(3)]
+    again = [start_cli(seaweed, *member, "--index", str(i)) for i in range(3)]
     for p in again:
         out, err = p.communicate(timeout=60)
         assert p.returncode == 0 and json.loads(out)["this_run"]["copied"] == 0, err

@@ -25,9 +25,6 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
-from botocore.config import Config
-
 from tests.conftest import Entry, Run, Store, shape
 
 MiB = 1024 * 1024
@@ -53,14 +50,7 @@ def put(store: Store, bucket: str, key: str, body: bytes = b"x", **kw: Any) -> s
         r = store.client.put_object(Bucket=bucket, Key=key, Body=body, **kw)
         return str(r.get("VersionId", ""))
     # A zero-byte PUT poisons its connection on SeaweedFS (module docstring): use one of its own.
-    c = boto3.client(
-        "s3",
-        endpoint_url=store.endpoint,
-        aws_access_key_id=store.env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=store.env["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    c = store.new_client()
     try:
         r = c.put_object(Bucket=bucket, Key=key, Body=body, **kw)
         return str(r.get("VersionId", ""))

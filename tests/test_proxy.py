@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 from tests.conftest import Store
@@ -33,14 +31,8 @@ def pair(seaweed: Store) -> Iterator[tuple[str, str]]:
 
 
 def _client(store: Store, endpoint: str, **config: Any) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=store.env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=store.env["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}, **config),
-    )
+    """No retries: a fault the proxy injects must reach the test."""
+    return store.new_client(endpoint, retries={"total_max_attempts": 1}, **config)
 
 
 @pytest.mark.parametrize("rtt", [0, 10])

@@ -6,13 +6,11 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from tests.conftest import Store, shape
+from tests.conftest import Store, copied_versions, shape, start_cli
 
 KEYS = 1500
 
@@ -34,25 +32,6 @@ def seed_many(store: Store, bucket: str, keys: int) -> int:
 
     with ThreadPoolExecutor(16) as pool:
         return sum(pool.map(one, range(keys)))
-
-
-def _copied(manifest: str) -> int:
-    try:
-        with sqlite3.connect(f"file:{manifest}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT count(*) FROM version WHERE state = 1").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-
-
-def _start(store: Store, *args: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | store.env
-    return subprocess.Popen(
-        [sys.executable, "-m", "backfill", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _wait_until(cond: Callable[[], bool], timeout: float = 120) -> None:
@@ -77,9 +56,9 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(seaweed: Store, manife
     args = ["copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--concurrency", "16", "--shards", "4"]
     # Kill it twice at different depths: early (mid-listing) and later (mid-copy).
     for threshold in (150, 700):
-        p = _start(seaweed, *args)
+        p = start_cli(seaweed, *args)
         try:
-            _wait_until(lambda t=threshold, p=p: _copied(manifest) >= t or p.poll() is not None)  # type: ignore[misc]
+            _wait_until(lambda t=threshold, p=p: copied_versions(manifest) >= t or p.poll() is not None)  # type: ignore[misc]
         finally:
             p.send_signal(signal.SIGKILL)
             p.communicate()
@@ -103,9 +82,9 @@ def test_ctrl_c_finishes_in_flight_copies_and_prints_the_resume_command(seaweed:
     src, dst = seaweed.buckets()
     total = seed_many(seaweed, src, KEYS)
     args = ["copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--concurrency", "8"]
-    p = _start(seaweed, *args)
+    p = start_cli(seaweed, *args)
     try:
-        _wait_until(lambda: _copied(manifest) >= 200 or p.poll() is not None)
+        _wait_until(lambda: copied_versions(manifest) >= 200 or p.poll() is not None)
         p.send_signal(signal.SIGINT)
         _, err = p.communicate(timeout=60)
     finally:
@@ -115,7 +94,7 @@ def test_ctrl_c_finishes_in_flight_copies_and_prints_the_resume_command(seaweed:
     assert "Traceback" not in err
     assert "To resume, run: backfill copy" in err
     # Everything it copied is recorded: nothing is pending in the manifest but what never started.
-    copied_then = _copied(manifest)
+    copied_then = copied_versions(manifest)
     assert 200 <= copied_then < total
     replica_now = sum(len(v) for v in seaweed.history(dst).values())
     assert replica_now == copied_then, "a graceful stop records every copy it made"
@@ -133,7 +112,7 @@ def test_ctrl_c_while_python_is_still_starting_stops_quietly(seaweed: Store, man
     for delay in (0.12, 0.25, 0.5, 0.9):
         _, dst = seaweed.buckets()  # a fresh replica and manifest each time
         m = f"{manifest}-{delay}"
-        p = _start(seaweed, "copy", f"s3://{src}", f"s3://{dst}", "--manifest", m, "--concurrency", "4")
+        p = start_cli(seaweed, "copy", f"s3://{src}", f"s3://{dst}", "--manifest", m, "--concurrency", "4")
         try:
             time.sleep(delay)
             p.send_signal(signal.SIGINT)

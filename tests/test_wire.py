@@ -214,14 +214,7 @@ def _raw_pages(store: Store, op: str, *, plain: bool, **params: Any) -> list[tup
     botocore asks for url-encoded keys (and decodes them) unless told otherwise;
     `plain` takes that handler away, so keys come as XML text.
     """
-    c = boto3.client(
-        "s3",
-        endpoint_url=store.endpoint,
-        aws_access_key_id=store.env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=store.env["AWS_SECRET_ACCESS_KEY"],
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+    c = store.new_client()
     name = "ListObjectVersions" if op == "list_object_versions" else "ListObjectsV2"
     if plain:
         c.meta.events.unregister(f"before-parameter-build.s3.{name}", set_list_objects_encoding_type_url)

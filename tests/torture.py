@@ -18,13 +18,10 @@ A stop is one of:
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -33,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Store, shape
+from tests.conftest import Store, copied_versions, shape, start_cli
 
 MiB = 1024 * 1024
 KINDS = ("startup", "copying", "write", "multipart")
@@ -112,14 +109,6 @@ def seed(store: Store, bucket: str, keys: int, big: int, seed: int) -> Seeded:
     return out
 
 
-def copied(manifest: str) -> int:
-    try:
-        with sqlite3.connect(f"file:{manifest}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT count(*) FROM version WHERE state = 1").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-
-
 def open_uploads(store: Store, bucket: str) -> list[dict[str, Any]]:
     uploads: list[dict[str, Any]] = store.client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     return uploads
@@ -132,15 +121,7 @@ class Process:
     _COPIED = re.compile(r"\] ([\d,]+) copied")
 
     def __init__(self, store: Store, *args: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | store.env
-        self.p = subprocess.Popen(
-            [sys.executable, "-m", "backfill", *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.p = start_cli(store, *args)
         self.copied = 0
         self.err: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -221,7 +202,7 @@ def _stop_once(
 
     `hurry`: little work is left for the stops to come, so this one comes sooner.
     """
-    before = copied(manifest)
+    before = copied_versions(manifest)
     leftover = {u["UploadId"] for u in open_uploads(store, dst)}
     p = Process(store, *args)
     t0 = time.monotonic()
@@ -244,7 +225,7 @@ def _stop_once(
     if p.poll() is None:
         p.p.send_signal(signal.SIGINT if kind == "sigint" else signal.SIGKILL)
     _, err = p.finish(timeout=120)
-    return Stop(kind, seconds, before, copied(manifest), hit, p.p.returncode), err
+    return Stop(kind, seconds, before, copied_versions(manifest), hit, p.p.returncode), err
 
 
 def torture(
@@ -291,7 +272,7 @@ def torture(
     stops: list[Stop] = []
     began = time.monotonic()
     for n, kind in enumerate(kinds):
-        hurry = (total - copied(manifest)) / (len(kinds) - n) < 150
+        hurry = (total - copied_versions(manifest)) / (len(kinds) - n) < 150
         stop, err = _stop_once(store, dst, manifest, args, kind, rng, hurry)
         stops.append(stop)
         code = stop.exit_code
