@@ -109,7 +109,9 @@ def test_ctrl_c_while_python_is_still_starting_stops_quietly(seaweed: Store, man
     """Ctrl-C at any moment of the start (imports, set-up, first copies): exit 130, never a traceback."""
     src, _ = seaweed.buckets()
     seed_many(seaweed, src, 300)
-    for delay in (0.12, 0.25, 0.5, 0.9):
+    # (Not earlier than 0.2 s: a loaded machine can still be in Python's own start-up, `site` and its .pth
+    # files, where no code of backfill runs yet.)
+    for delay in (0.2, 0.3, 0.5, 0.9):
         _, dst = seaweed.buckets()  # a fresh replica and manifest each time
         m = f"{manifest}-{delay}"
         p = start_cli(seaweed, "copy", f"s3://{src}", f"s3://{dst}", "--manifest", m, "--concurrency", "4")
@@ -120,7 +122,8 @@ def test_ctrl_c_while_python_is_still_starting_stops_quietly(seaweed: Store, man
         finally:
             if p.poll() is None:
                 p.kill()
-        assert p.returncode == 130, (delay, err)
+        # 130, or killed by the SIGINT it re-raised (the shell shows both as 130)
+        assert p.returncode in (130, -signal.SIGINT), (delay, p.returncode, err)
         assert "Traceback" not in err, (delay, err)
         if "stopped before anything started" in err:
             assert not os.path.exists(m) and not seaweed.history(dst), delay
