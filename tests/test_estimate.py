@@ -238,3 +238,21 @@ def test_the_one_line_and_the_json_shape() -> None:
     assert f"${e.usd['total']:,.2f}" in line and "\n" not in line
     assert "remaining" not in line
     assert any("upload_part_copy" in ln for ln in e.lines())
+
+
+def test_eta_on_a_known_total_and_on_one_estimated_from_the_shards() -> None:
+    from backfill.eta import estimated_total, eta
+
+    known = eta(250, 10.0, known_total=1000)  # 25 versions/s, 750 left
+    assert (known.total, known.estimated, known.seconds) == (1000, False, 30.0)
+    assert known.text() == "ETA 30s"
+    listed = eta(100, 10.0, listed=400, listing_done=True)
+    assert (listed.total, listed.estimated, listed.seconds) == (400, False, 30.0)
+    # 4 shards: 0 and 1 finished with 100 and 300 versions (mean 200), 2 has 50 so far, 3 has 350 so far
+    assert estimated_total({0: 100, 1: 300, 2: 50, 3: 350}, {0, 1}, 4) == 100 + 300 + 200 + 350
+    guess = eta(95, 19.0, listed=800, listed_by_shard={0: 100, 1: 300, 2: 50, 3: 350}, finished_shards={0, 1}, shards=4)
+    assert (guess.total, guess.estimated, guess.seconds) == (950, True, 171.0)
+    assert guess.text() == "ETA ~2m51s (total estimated from the shards listed)"
+    early = eta(10, 1.0, listed=10, listed_by_shard={0: 10}, finished_shards=(), shards=2)
+    assert early.total is None and early.seconds is None and "unknown" in early.text()
+    assert eta(0, 0.0, known_total=5).text() == "ETA after the first copies"
