@@ -353,7 +353,10 @@ class Estimate:
 
 
 def _gib(n: int) -> str:
-    return f"{n / GB:,.1f} GiB"
+    for unit, size in (("PiB", 1024**5), ("TiB", 1024**4), ("GiB", GB), ("MiB", MiB)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n:,} B"
 
 
 def _duration(hours: float) -> str:
