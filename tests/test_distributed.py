@@ -22,7 +22,15 @@ import anyio
 import pytest
 
 from backfill.distributed.shard import Holder, LeaseLost, ShardSettings, claim
-from backfill.state import Conflict, LocalStore, S3Store, StateAccess, check_conditional_writes, lease_name, open_store
+from backfill.distributed.store import (
+    Conflict,
+    LocalStore,
+    S3Store,
+    StateAccess,
+    check_conditional_writes,
+    lease_name,
+    open_store,
+)
 from tests.conftest import Store, start_cli
 from tests.proxy import Fault, ThreadedProxy
 from tests.test_resume import _assert_exact_replica, seed_many
@@ -140,9 +148,57 @@ def test_a_lease_write_whose_answer_was_lost_is_not_taken_for_a_takeover(seaweed
                 assert not got.holder.lost
                 stored = await s.get(lease_name(7))
                 assert stored == (got.holder.lease.dump(), got.holder.etag)
+                assert isinstance(s, S3Store) and s.pacer.recovered == 4  # the store's own check found them
 
         anyio.run(main)
         assert proxy.stats.get("reset_after:PutObject") == 4, proxy.stats
+
+
+@pytest.mark.parametrize(
+    ("kind", "landed"),
+    [("reset_after", True), ("internal_error", False)],
+)
+def test_the_state_store_looks_for_a_write_whose_answer_was_lost_before_sending_it_again(
+    seaweed: Store, control: str, kind: str, landed: bool
+) -> None:
+    """reset_after: the server wrote, the connection dropped before the answer; internal_error: a 500, nothing
+    written. Either way the answer leaves it unknown whether the write happened; the store reads the object back
+    and sends the write again only when it does not hold our bytes: a conditional write is never resent blindly."""
+    faults = [Fault(kind, 1.0, op="PutObject", limit=2)]
+    with _credentials_of(seaweed), ThreadedProxy(seaweed.endpoint, faults=faults, seed=5) as proxy:
+
+        async def main() -> None:
+            async with open_store(f"s3://{control}/lost-{kind}/", StateAccess(endpoint_url=proxy.endpoint_url)) as s:
+                assert isinstance(s, S3Store)
+                first = await s.put("x", b"one", create=True)
+                second = await s.put("x", b"two", if_match=first)
+                assert await s.get("x") == (b"two", second)
+                assert s.pacer.recovered == (2 if landed else 0)
+
+        anyio.run(main)
+        stats = proxy.stats
+        assert stats.get(f"{kind}:PutObject") == 2, stats
+        assert stats.get("requests:PutObject") == (2 if landed else 4), stats  # landed: never sent twice
+
+
+def test_a_conditional_write_refused_by_our_own_earlier_one_is_ours(seaweed: Store, control: str) -> None:
+    """A write sent again (by a caller that saw only an error) is refused by the first one, which landed: the
+    store holds exactly its bytes, so it is ours. A refusal by different bytes stays a Conflict."""
+
+    async def main() -> None:
+        async with open_store(f"s3://{control}/refused-by-ours/", StateAccess(endpoint_url=seaweed.endpoint)) as s:
+            first = await s.put("x", b"one", create=True)
+            assert await s.put("x", b"one", create=True) == first
+            with pytest.raises(Conflict):
+                await s.put("x", b"other", create=True)
+            second = await s.put("x", b"two", if_match=first)
+            assert await s.put("x", b"two", if_match=first) == second
+            with pytest.raises(Conflict):
+                await s.put("x", b"three", if_match=first)
+            assert await s.get("x") == (b"two", second)
+
+    with _credentials_of(seaweed):
+        anyio.run(main)
 
 
 # --- the lease protocol, in-process on a local state directory ---------------------------

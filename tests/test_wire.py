@@ -27,7 +27,6 @@ from botocore.handlers import set_list_objects_encoding_type_url
 
 from backfill.config import S3Url, Side
 from backfill.errors import AccessDenied
-from backfill.http1 import Pool
 from backfill.models import Version
 from backfill.pacing import Pacer, RateLimiter, RetryPolicy
 from backfill.s3 import (
@@ -39,7 +38,8 @@ from backfill.s3 import (
     parse_list_delimited,
     parse_list_versions,
 )
-from backfill.sigv4 import Signer
+from backfill.s3.http1 import Pool
+from backfill.s3.sigv4 import Signer
 from tests.conftest import Store
 
 AWKWARD_KEYS = [

@@ -43,10 +43,10 @@ from backfill.cli import (
     app,
 )
 from backfill.config import COPY_CONCURRENCY, RunConfig, VerifyConfig
+from backfill.distributed.store import StateAccess, open_store
 from backfill.errors import UserError
 from backfill.pipeline.shards import AUTO_TARGET
 from backfill.pipeline.verifier import run_verify
-from backfill.state import StateAccess, open_store
 
 from .engine import JobResult, merge, run_dask, run_here
 from .plan import SHARDS_PER_WORKER, JobPlan, load_plan, make_plan

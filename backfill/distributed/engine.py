@@ -21,11 +21,11 @@ from typing import Any, TextIO
 import anyio
 
 from backfill.config import RunConfig
+from backfill.distributed.store import StateAccess, Store, lease_name, open_store
 from backfill.errors import UserError, first_error
 from backfill.manifest import Manifest
 from backfill.models import Shard
 from backfill.progress import Counters, Display, human_bytes
-from backfill.state import StateAccess, Store, lease_name, open_store
 
 from .plan import JobPlan, load_plan
 from .shard import Lease, LeaseLost, ShardOutcome, ShardSettings, open_sides, run_shard

@@ -52,6 +52,7 @@ from typing import Any
 import anyio
 
 from backfill.config import RunConfig
+from backfill.distributed.store import Conflict, Store, checkpoint_name, lease_name
 from backfill.errors import RetryableError, UserError
 from backfill.manifest import Manifest
 from backfill.models import KeyJob, Shard
@@ -60,7 +61,6 @@ from backfill.pipeline.copier import SETTLE_RATE
 from backfill.pipeline.runner import RunResult, ShardHooks, _pipeline, _preflight
 from backfill.progress import Counters
 from backfill.s3 import LIST_POOL, Bucket, Sessions, open_bucket, reserve_open_files
-from backfill.state import Conflict, Store, checkpoint_name, lease_name
 
 # Test hook, for the tests only: "SHARD:N" makes the first attempt (generation 1) of shard
 # SHARD end its process with os._exit after N copies, as a machine that dies would.
