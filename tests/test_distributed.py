@@ -132,8 +132,9 @@ def test_conditional_writes_on_seaweedfs_and_moto(store: Store) -> None:
 
 
 def test_a_lease_write_whose_answer_was_lost_is_not_taken_for_a_takeover(seaweed: Store, control: str) -> None:
-    """The SDK sends a write again when the connection drops after the request went out; the first one
-    landed, so the conditional resend is refused (412). That is our own write, not another attempt's."""
+    """A lease write whose connection drops after the request went out landed: the state store reads the lease
+    back before it would send the write again, finds its own bytes, and takes the write as done (no resend, whose
+    condition our own first write would refuse). It is our own write, not another attempt's."""
     faults = [Fault("reset_after", 1.0, op="PutObject", limit=4)]  # claim (create), then renewals
     with _credentials_of(seaweed), ThreadedProxy(seaweed.endpoint, faults=faults, seed=3) as proxy:
 

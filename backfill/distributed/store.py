@@ -95,6 +95,13 @@ def _write_0600(path: Path, body: bytes) -> None:
         os.close(dfd)
 
 
+def _save_0600(path: Path, body: bytes) -> None:
+    """A downloaded copy, created (or truncated) 0600."""
+    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(body)
+
+
 class LocalStore:
     """A directory on this machine (or one that every worker mounts)."""
 
@@ -144,12 +151,9 @@ class LocalStore:
 
     def _download(self, name: str, path: Path) -> bool:
         got = self._get(name)
-        if got is None:
-            return False
-        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(got[0])
-        return True
+        if got is not None:
+            _save_0600(path, got[0])
+        return got is not None
 
     def _names(self, prefix: str) -> list[str]:
         """Names that start with `prefix` (as an S3 listing of that prefix would give, one level deep)."""
@@ -284,12 +288,9 @@ class S3Store:
 
     async def download(self, name: str, path: Path) -> bool:
         got = await self.get(name)
-        if got is None:
-            return False
-        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(got[0])
-        return True
+        if got is not None:
+            _save_0600(path, got[0])
+        return got is not None
 
     async def names(self, prefix: str) -> list[str]:
         out: list[str] = []

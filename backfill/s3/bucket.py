@@ -58,6 +58,7 @@ class Bucket:
     async def call(
         self, what: str, op: str, /, pacer: Pacer | None = None, landed: Landed | None = None, **params: Any
     ) -> Any:
+        """One botocore request `op` through the bucket's pacer (or `pacer`); `landed`: see Pacer.run."""
         fn = getattr(self.client, op)
         return await (pacer or self.pacer).run(
             what, lambda: fn(**params), bucket=self.name, who=self.who, landed=landed
