@@ -40,7 +40,7 @@ from backfill.s3 import (
     parse_list_versions,
 )
 from backfill.sigv4 import Signer
-from tests.conftest import Store
+from testbed.store import Store
 
 AWKWARD_KEYS = [
     "plain/key.txt",
