@@ -31,9 +31,10 @@ from backfill.distributed.store import (
     lease_name,
     open_store,
 )
-from tests.conftest import Store, start_cli
-from tests.proxy import Fault, ThreadedProxy
-from tests.test_resume import _assert_exact_replica, seed_many
+from testbed.faults import Fault
+from testbed.proxy import ThreadedProxy
+from testbed.seeds import seed_many
+from testbed.store import Store, assert_exact_replica, start_cli
 
 _names = itertools.count()
 KEYS = 1500  # 1,710 versions and delete markers: more than a listing page, so the bucket is sharded
@@ -42,7 +43,7 @@ FAST = ["--lease-seconds", "3", "--settle-seconds", "1"]
 
 def _bucket(store: Store, name: str, *, versioned: bool = True) -> str:
     """One bucket (each SeaweedFS bucket is a collection with volumes of its own: make no spare ones)."""
-    bucket = f"shards-{name}-{os.getpid()}-{next(_names)}"  # conftest names its pairs src-/dst-PID-N
+    bucket = f"shards-{name}-{os.getpid()}-{next(_names)}"  # Store.buckets names its pairs src-/dst-PID-N
     store.client.create_bucket(Bucket=bucket)
     if versioned:
         store.client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -271,7 +272,7 @@ def test_local_state_copy_status_merge_and_verify(seaweed: Store, tmp_path: Path
     assert r.code == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["job"]["copied"] == total and s["job"]["shards"] == 4 == s["job"]["shards_listed"]
-    _assert_exact_replica(seaweed, src, dst)
+    assert_exact_replica(seaweed, src, dst)
     for f in [state / "job.json", *(state / "shards").iterdir()]:
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     assert "secret" not in (state / "job.json").read_text().lower()
@@ -339,7 +340,7 @@ def test_dask_worker_killed_mid_shard_is_retried_and_the_replica_is_exact(
     assert "shard 1: held by" in r.stderr and "generation 2 waits" in r.stderr
     leases = _leases(state)
     assert leases[1]["generation"] == 2 and {leases[i]["generation"] for i in (0, 2, 3)} == {1}
-    _assert_exact_replica(seaweed, src, dst)
+    assert_exact_replica(seaweed, src, dst)
     merged = str(tmp_path / "merged.db")
     assert seaweed.run("status", "--state", str(state), "--merge-to", merged).code == 0
     _no_duplicate_replica_ids(merged, seaweed, dst, total)
@@ -412,7 +413,7 @@ def test_indexed_members_one_killed_and_restarted_on_s3_state(
     assert "shard 1: held by" in err
     le1 = lease(1)
     assert le1 is not None and le1["generation"] == 2 and le1["complete"]
-    _assert_exact_replica(seaweed, src, dst)
+    assert_exact_replica(seaweed, src, dst)
 
     r = seaweed.run("status", "--state", state, "--json", "--merge-to", str(tmp_path / "m.db"))
     assert r.code == 0, r.stderr

@@ -38,8 +38,9 @@ from backfill.errors import UserError
 from backfill.setup import documents as d
 from backfill.setup.model import make_config, notify_protocol
 from backfill.setup.steps import DOCUMENTS, render_plan
-from tests.conftest import Run, Store, run_cli
-from tests.proxy import Fault, ThreadedProxy
+from testbed.faults import Fault
+from testbed.proxy import ThreadedProxy
+from testbed.store import Run, Store, run_cli
 
 SOURCE, REPLICA, OTHER = "111111111111", "222222222222", "333333333333"
 SOURCE_REGION, REPLICA_REGION = "eu-west-1", "eu-central-1"

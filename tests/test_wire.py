@@ -42,8 +42,9 @@ from backfill.s3 import (
 )
 from backfill.s3.http1 import Pool
 from backfill.s3.sigv4 import Signer
-from tests.conftest import Store
-from tests.proxy import Fault, ThreadedProxy
+from testbed.faults import Fault
+from testbed.proxy import ThreadedProxy
+from testbed.store import Store
 
 AWKWARD_KEYS = [
     "plain/key.txt",
