@@ -319,9 +319,12 @@ async def test_reconcile_takes_the_unknown_tail_of_the_replica_in_order(sides_en
         # Kinds must agree: a version is not matched to a delete marker, in either direction.
         got, _ = await _reconcile(sides, "k", [_src("k", "s1", b"one"), _src("k", "s2", b"xx")], frozenset({old}), now)
         assert got == [r1, ""]
-        # Order: the tail is matched from the first unfinished version, not searched for a fit.
+        # Order: the tail is matched from the first unfinished version, not searched for a fit,
+        # and once a pair differs no later pair is taken (it would put a copy out of order).
         got, _ = await _reconcile(sides, "k", [_src("k", "s2", None)], frozenset({old}), now)
         assert got == [""]
+        got, _ = await _reconcile(sides, "k", [_src("k", "s1", b"two"), _src("k", "s2", None)], frozenset({old}), now)
+        assert got == ["", ""]
 
 
 async def test_reconcile_compares_size_and_plain_md5_etags_only(sides_env: Store, tmp_path: Path) -> None:
