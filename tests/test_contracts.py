@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -439,3 +440,45 @@ def test_snapshot_to_is_one_private_file_with_the_committed_rows(tmp_path: Path)
     assert snap.versions_of("k")["v0"] == ("copied", "r0", "")
     assert [u.token for u in snap.open_uploads()] == ["t"]
     snap.close()
+
+
+# --- the summary of a copy ---------------------------------------------------------------------
+
+
+def _keys(d: dict[str, Any], at: str = "") -> set[str]:
+    out = set()
+    for k, v in d.items():
+        out.add(at + k)
+        if isinstance(v, dict) and k != "problems":
+            out |= _keys(v, f"{at}{k}.")
+    return out
+
+
+def test_copy_json_has_the_same_keys_for_manifest_and_state_runs(seaweed: Store, tmp_path: Path) -> None:
+    """Contract of `copy --json` (README "The summary of a copy"): a --state run has every key of a
+    --manifest run, with the same meaning (here: the same counts of the same copy), plus its own few;
+    its pacing figures come from the sides its shards ran on."""
+    src, dst = seaweed.buckets()
+    _, dst2 = seaweed.buckets()
+    for i in range(6):
+        _put(seaweed, src, f"k{i}", b"x" * i)
+    seaweed.client.delete_object(Bucket=src, Key="k0")
+    single = seaweed.run("copy", f"s3://{src}", f"s3://{dst}", "--manifest", str(tmp_path / "m.db"), "--json")
+    sharded = seaweed.run(
+        "copy", f"s3://{src}", f"s3://{dst2}", "--state", str(tmp_path / "st"), "--shards", "2", "--json"
+    )
+    assert single.code == 0 == sharded.code, single.stderr + sharded.stderr
+    a, b = json.loads(single.stdout), json.loads(sharded.stdout)
+    assert _keys(b) - _keys(a) == {"state", "engine", "errors", "this_run.shards_run"}
+    assert _keys(a) <= _keys(b)
+    for k in ("listed", "copied", "copied_bytes", "delete_markers", "failed", "skipped", "recovered_after_crash"):
+        assert a["this_run"][k] == b["this_run"][k], k
+    assert {k: v for k, v in a["job"].items() if k not in ("shards", "shards_listed")} == {
+        k: v for k, v in b["job"].items() if k not in ("shards", "shards_listed")
+    }
+    assert a["manifest"] == str(tmp_path / "m.db") and b["manifest"] is None
+    assert b["this_run"]["concurrency"]["ceiling"] == a["this_run"]["concurrency"]["ceiling"] > 0
+    assert b["this_run"]["first_copy_seconds"] is not None
+    n, copied = b["shards"], a["this_run"]["copied"]
+    assert f"this run (local, {n}/{n} shards): {copied} copied" in sharded.stderr, sharded.stderr
+    assert f"this run: {copied} copied" in single.stderr, single.stderr
