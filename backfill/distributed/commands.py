@@ -124,9 +124,12 @@ def sharding(
 
 
 def _echo_result(result: JobResult, json_out: bool) -> None:
+    from backfill.pipeline.summary import lines
+
+    s = result.summary()
     if json_out:
-        typer.echo(json.dumps(result.summary(), indent=2, sort_keys=True))
-    typer.echo("\n".join(result.lines()), err=json_out)
+        typer.echo(json.dumps(s, indent=2, sort_keys=True))
+    typer.echo("\n".join(lines(s)), err=json_out)
     for e in result.errors[:1]:
         typer.echo(f"backfill: error: {e}", err=True)
 
