@@ -33,7 +33,7 @@ from backfill.pipeline.lister import key_job, key_pages
 from backfill.pipeline.sides import Sides, open_sides
 from backfill.progress import Counters
 from backfill.s3 import Bucket, Copier
-from tests.conftest import Store
+from testbed.store import Store
 
 pytestmark = pytest.mark.anyio
 

@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import pytest
 
-from backfill.distributed.shard import Holder, LeaseLost, ShardSettings, claim
+from backfill.distributed.lease import Holder, LeaseLost, ShardSettings, claim
 from backfill.distributed.store import (
     Conflict,
     LocalStore,

@@ -15,12 +15,12 @@ from typing import Any, TextIO
 import anyio
 
 from backfill.config import RunConfig
+from backfill.distributed.store import StateAccess, open_store
 from backfill.errors import UserError, first_error
 from backfill.models import Shard
 from backfill.pipeline.sides import open_sides
 from backfill.pipeline.summary import counts
 from backfill.progress import Counters, Display
-from backfill.distributed.store import StateAccess, open_store
 
 from .job import JobProgress, JobResult, outcome_dict
 from .lease import ShardSettings

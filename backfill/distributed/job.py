@@ -123,9 +123,6 @@ class JobResult:
         s["state"], s["engine"], s["errors"] = self.state, self.engine, self.errors
         return s
 
-    def lines(self) -> list[str]:
-        return summary.lines(self.summary())
-
 
 def outcome_dict(o: ShardOutcome) -> dict[str, Any]:
     """A shard outcome as plain data (what a Dask task returns to the driver)."""

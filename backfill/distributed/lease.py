@@ -19,10 +19,10 @@ from typing import Any
 
 import anyio
 
+from backfill.distributed.store import Conflict, Store, lease_name
 from backfill.errors import RetryableError
 from backfill.models import KeyJob
 from backfill.pipeline.resume import settle_time
-from backfill.distributed.store import Conflict, Store, lease_name
 
 
 def clock() -> float:

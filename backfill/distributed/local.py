@@ -9,11 +9,11 @@ from typing import TextIO
 import anyio
 
 from backfill.config import RunConfig
+from backfill.distributed.store import StateAccess, open_store
 from backfill.models import Shard
 from backfill.pipeline.sides import open_sides
 from backfill.pipeline.stopping import Stopper
 from backfill.progress import Counters, Display
-from backfill.distributed.store import StateAccess, open_store
 
 from .job import JobProgress, JobResult
 from .lease import LeaseLost, ShardSettings

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import anyio
 
+from backfill.distributed.store import StateAccess, Store, lease_name, open_store
 from backfill.errors import UserError
 from backfill.manifest import Manifest
 from backfill.models import Shard
-from backfill.distributed.store import StateAccess, Store, lease_name, open_store
 
 from .lease import Lease
 from .plan import JobPlan, load_plan

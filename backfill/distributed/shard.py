@@ -42,7 +42,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -50,19 +50,15 @@ from typing import Any
 import anyio
 
 from backfill.config import RunConfig
+from backfill.distributed.store import Store, checkpoint_name
 from backfill.errors import RetryableError, UserError
 from backfill.manifest import Manifest
 from backfill.models import Shard
 from backfill.pipeline.run import Hooks, RunResult, run_pipeline
 from backfill.pipeline.sides import PaceStats, Sides
-from backfill.pipeline.sides import open_sides as _open_sides
 from backfill.progress import Counters
-from backfill.s3 import Bucket
-from backfill.distributed.store import Store, checkpoint_name
 
-from .lease import Claim, Holder, LeaseLost, ShardSettings, claim, clock
-
-__all__ = ["Holder", "LeaseLost", "ShardOutcome", "ShardSettings", "claim", "clock", "open_sides", "run_shard"]
+from .lease import Claim, LeaseLost, ShardSettings, claim
 
 # Test hook, for the tests only: "SHARD:N" makes the first attempt (generation 1) of shard
 # SHARD end its process with os._exit after N copies, as a machine that dies would.
@@ -87,14 +83,6 @@ class ShardOutcome:
         """Wall-clock time of this attempt's first copy (a job's first copy is the earliest of them)."""
         c = self.counters
         return None if c.first_copy_at is None else time.time() - c.elapsed() + c.first_copy_at
-
-
-@contextlib.asynccontextmanager
-async def open_sides(cfg: RunConfig) -> AsyncIterator[tuple[Bucket, Bucket, bool]]:
-    """(source, replica, carry_lock) of backfill.pipeline.sides.open_sides, for callers that
-    still unpack a tuple (distributed.commands' plan step): use open_sides there instead."""
-    async with _open_sides(cfg) as sides:
-        yield sides.src, sides.dst, sides.carry_lock
 
 
 def _die_after(shard: int, generation: int) -> int | None:

@@ -1,4 +1,4 @@
-"""The summary of `backfill copy`: one structure for both modes, as JSON (`--json`) and as text.
+"""The summary of `backfill copy`: one structure for both modes (the CLI prints it as JSON or text).
 
 A single-machine run (`--manifest`) builds it from its RunResult; a multi-shard job
 (`--state`) from its shard outcomes, merged (distributed.job.JobResult). Both have the
@@ -13,7 +13,7 @@ from typing import Any
 
 from backfill.pipeline.run import RunResult
 from backfill.pipeline.sides import PaceStats
-from backfill.progress import Counters, human_bytes
+from backfill.progress import Counters
 
 # The counters of a run that add up across shards (progress and outcomes carry these).
 COUNTED = ("listed", "listed_bytes", "copied", "copied_bytes", "delete_markers", "recovered", "failed", "skipped")
@@ -90,49 +90,3 @@ def from_run(r: RunResult) -> dict[str, Any]:
         reasons=r.reasons,
         exit_code=r.exit_code,
     )
-
-
-def lines(s: Mapping[str, Any]) -> list[str]:
-    """The summary as text (stderr with --json, stdout otherwise), for both modes."""
-    t = s["this_run"]
-    if s["dry_run"]:
-        return [
-            f"dry run: would copy {t['listed']:,} versions ({human_bytes(t['listed_bytes'])}), "
-            f"{t['delete_markers']:,} of them delete markers, from {s['shards']} shards; nothing was written"
-        ]
-    sharded = "state" in s
-    j = s["job"]
-    where = f" ({s['engine']}, {t['shards_run']}/{s['shards']} shards)" if sharded else ""
-    out = [
-        f"this run{where}: {t['copied']:,} copied ({human_bytes(t['copied_bytes'])}) in {s['elapsed_seconds']:.1f} s "
-        f"({t['versions_per_second']:,.0f}/s), {t['failed']:,} failed, {t['skipped']:,} skipped"
-        + (f", {t['recovered_after_crash']} found already copied" if t["recovered_after_crash"] else "")
-    ]
-    if t["retries"] or t["concurrency_cuts"]:
-        cc = t["concurrency"]
-        out.append(
-            f"retried {t['retries']:,} requests"
-            + (f" ({t['writes_found_landed']} writes found landed, not resent)" if t["writes_found_landed"] else "")
-            + (
-                f"; throttled: concurrency cut {t['concurrency_cuts']}× from {cc['ceiling']} "
-                f"down to {cc['lowest']}, back up to {cc['highest_after_lowest']}"
-                if t["concurrency_cuts"]
-                else ""
-            )
-        )
-    shards = s["shards"] if sharded else j["shards"]
-    out.append(
-        f"job: {j['copied']:,} of {j['versions']:,} versions copied, {j['failed']:,} failed, "
-        f"{j['skipped']:,} skipped, {j['pending']:,} pending; shards listed {j['shards_listed']}/{shards}"
-    )
-    for reason, n in list(s["problems"].items())[:10]:
-        out.append(f"  {n:,} × {reason}")
-    if sharded:
-        if j["failed"] or j["pending"] or t["shards_run"] < s["shards"]:
-            out.append(f"run the same command again to continue; details: backfill status --state {s['state']}")
-    elif j["failed"]:
-        out.append(
-            "run the same command again to retry the failed versions; "
-            f"details: backfill status --manifest {s['manifest']}"
-        )
-    return out
