@@ -171,6 +171,13 @@ class RunConfig:
     settle_seconds: float | None = None  # None: derived from the largest unfinished version
     progress_interval: float = 30.0
     allow_unversioned: bool = False  # with --versions latest: copy into a replica without versioning
+    prices: str | None = None  # --prices FILE: a price table laid over the shipped one (estimate.load_prices)
+    latency: float | None = None  # seconds per request for the time estimate (None: the measured round trip)
+    prefixes: int | None = None  # partitioned prefixes for the time estimate (None: 1)
+    inventory: str | None = None  # an S3 Inventory manifest.json as the job's source, instead of listing
+    inventory_max_age: float | None = None  # seconds: refuse an older report
+    log_format: Literal["text", "json"] = "text"  # the periodic line and the summary on a non-terminal
+    quiet: bool = False  # no progress bar nor periodic line; only errors and the summary
 
     def validate(self) -> RunConfig:
         o = self.options

@@ -22,6 +22,7 @@ def human_bytes(n: float) -> str:
 class Counters:
     started: float = field(default_factory=time.monotonic)
     first_copy_at: float | None = None
+    known_total: int | None = None  # versions this run will handle, when counted before (an inventory)
     shards: int = 0
     shards_listed: int = 0
     listed: int = 0  # versions queued for copying in this run (new or resumed)

@@ -6,7 +6,7 @@ credential or permission error (one line, no traceback); 130 stopped by Ctrl-C.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -37,7 +37,14 @@ from backfill.config import (
     parse_time,
 )
 from backfill.errors import UserError
+from backfill.inventory import parse_age
 from backfill.pipeline.runner import run_copy
+
+
+def log_choice(text: str) -> Literal["text", "json"]:
+    if text not in ("text", "json"):
+        raise UserError(f"--log-format {text!r}: text or json")
+    return "json" if text == "json" else "text"
 
 
 @options
@@ -115,6 +122,34 @@ def copy(
     ] = False,
     lease_seconds: LeaseSeconds = 60.0,
     checkpoint_seconds: CheckpointSeconds = 60.0,
+    inventory: Annotated[
+        str | None,
+        typer.Option(
+            help="Read the job from this S3 Inventory report (s3://INV-BUCKET/PATH/manifest.json, or a local copy) "
+            "instead of listing: a CSV report of all versions; its data files become the shards."
+        ),
+    ] = None,
+    inventory_max_age: Annotated[
+        str, typer.Option(help="Refuse an inventory report older than this (7d, 36h, …).")
+    ] = "7d",
+    prices: Annotated[
+        str | None,
+        typer.Option(help="A price table for the estimate, in the format of backfill/prices.json (laid over it)."),
+    ] = None,
+    latency: Annotated[
+        float | None, typer.Option(help="Seconds per request for the time estimate [default: measured at start].")
+    ] = None,
+    prefixes: Annotated[
+        int | None,
+        typer.Option(help="Partitioned prefixes for the time estimate (3,500 writes/s each).", min=1),
+    ] = None,
+    log_format: Annotated[
+        str, typer.Option(help="text, or json: the periodic progress line and the summary as one JSON object a line.")
+    ] = "text",
+    quiet: Annotated[
+        bool,
+        typer.Option("--quiet", "-q", help="No progress bar or log line (cron): errors and the summary only."),
+    ] = False,
 ) -> None:
     """Copy every version of SRC into DST, server-side; run it again to resume."""
 
@@ -145,6 +180,13 @@ def copy(
             progress_interval=progress_interval,
             settle_seconds=settle_seconds,
             allow_unversioned=allow_unversioned,
+            prices=prices,
+            latency=latency,
+            prefixes=prefixes,
+            inventory=inventory,
+            inventory_max_age=parse_age(inventory_max_age).total_seconds() if inventory else None,
+            log_format=log_choice(log_format),
+            quiet=quiet,
         ).validate()
 
     cfg = guard(build)
@@ -177,7 +219,7 @@ def copy(
         if job.interrupted and not job.errors:
             typer.echo(resume_hint(), err=True)
         raise typer.Exit(code)
-    if not dry_run:
+    if not dry_run and not quiet:
         typer.echo(f"manifest: {cfg.manifest}", err=True)
     try:
         result = guard(lambda: run_async(run_copy, cfg), None if dry_run else cfg.manifest)

@@ -23,7 +23,8 @@ def copy_summary(r: RunResult) -> dict[str, Any]:
 def print_copy(s: dict[str, Any], json_out: bool) -> None:
     """A copy's summary: JSON on stdout with --json (the text then goes to stderr), else text on stdout."""
     if json_out:
-        typer.echo(json.dumps(s, indent=2, sort_keys=True))
+        shown = {k: v for k, v in s.items() if k != "estimate_lines"}  # the estimate is there as "estimate"
+        typer.echo(json.dumps(shown, indent=2, sort_keys=True))
     typer.echo("\n".join(copy_lines(s)), err=json_out)
 
 
@@ -33,7 +34,8 @@ def copy_lines(s: Mapping[str, Any]) -> list[str]:
     if s["dry_run"]:
         return [
             f"dry run: would copy {t['listed']:,} versions ({human_bytes(t['listed_bytes'])}), "
-            f"{t['delete_markers']:,} of them delete markers, from {s['shards']} shards; nothing was written"
+            f"{t['delete_markers']:,} of them delete markers, from {s['shards']} shards; nothing was written",
+            *s.get("estimate_lines", []),
         ]
     sharded = "state" in s
     j = s["job"]

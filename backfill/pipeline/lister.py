@@ -19,6 +19,8 @@ from backfill.s3 import Bucket
 
 FIRST_PAGE = 100
 
+# (shard, after) → pages of complete key histories (newest first) and whether the shard is done
+Pages = Callable[[Shard, str | None], AsyncIterator[tuple[list[list[Version]], bool]]]
 Record = Callable[[int, list[KeyJob], str | None, bool], Awaitable[None]]
 
 
@@ -97,10 +99,14 @@ async def list_shard(
     out: MemoryObjectSendStream[KeyJob],
     make_job: Callable[[int, list[Version]], KeyJob | None],
     on_page: Callable[[list[KeyJob]], None],
+    pages: Pages | None = None,
 ) -> None:
-    """List one shard (from its resume marker): write each page ahead, then hand its keys on."""
+    """List one shard (from its resume marker): write each page ahead, then hand its keys on.
+
+    `pages` replaces ListObjectVersions as the source of the shard's key histories (an inventory)."""
     after = marker if marker is not None else shard.after
-    async for complete, done in key_pages(src, shard.prefix, after, shard.upto):
+    source = pages(shard, after) if pages is not None else key_pages(src, shard.prefix, after, shard.upto)
+    async for complete, done in source:
         jobs = [j for j in (make_job(shard.id, h) for h in complete) if j is not None]
         await record(shard.id, jobs, complete[-1][0].key if complete else None, done)
         on_page(jobs)

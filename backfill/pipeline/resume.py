@@ -62,13 +62,15 @@ class Resume:
         checkpoint: Checkpoint,
         on_page: Callable[[list[KeyJob]], None],
         out: Any,
+        dry_run: bool = False,
     ) -> None:
         """Send the unfinished keys of `shards` (each rechecked against the replica) into `jobs`, first
         waiting for stragglers and aborting leftover uploads. Closes `jobs` and the snapshot."""
         async with jobs:
             try:
-                await self.settle_wait(out)
-                await abort_leftover_uploads(copier, checkpoint, self.reader.open_uploads(), out)
+                if not dry_run:  # a dry run (on a scratch copy of the manifest) only counts what is left
+                    await self.settle_wait(out)
+                    await abort_leftover_uploads(copier, checkpoint, self.reader.open_uploads(), out)
                 for shard_id in shards:
                     for job in self.reader.unfinished(shard_id):
                         on_page([job])

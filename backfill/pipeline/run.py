@@ -28,6 +28,8 @@ from backfill.manifest import Manifest
 from backfill.models import KeyJob, Shard, Version
 from backfill.pipeline.checkpoint import Checkpoint
 from backfill.pipeline.copier import Workers, copy_workers
+from backfill.pipeline.costing import count, new_tally, priced
+from backfill.pipeline.inventory_source import InventorySource, open_inventory
 from backfill.pipeline.lister import key_job, list_shard
 from backfill.pipeline.resume import Resume
 from backfill.pipeline.shards import AUTO_TARGET, discover
@@ -70,6 +72,8 @@ class RunResult:
     totals: dict[str, Any] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     pacing: PaceStats = field(default_factory=PaceStats)  # filled in by the driver that owns the sides
+    estimate: dict[str, Any] | None = None  # a dry run's estimate (estimate.Estimate.to_json)
+    estimate_lines: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -82,14 +86,19 @@ class RunResult:
 Plan = list[tuple[Shard, str | None, bool]]  # (shard, resume marker, listed), as the manifest keeps them
 
 
-async def _plan(cfg: RunConfig, src: Bucket, manifest: Manifest | None) -> tuple[Plan, datetime | None]:
+async def _plan(
+    cfg: RunConfig, src: Bucket, manifest: Manifest | None, inventory: InventorySource | None = None
+) -> tuple[Plan, datetime | None]:
     """The shards (with resume marker and whether listed) and when the job first started:
     the manifest's, or discovered now (and saved before any listing)."""
     saved = manifest.shards() if manifest is not None else []
     if manifest is not None and saved:
         first = manifest.job().get("first_run_started")
         return saved, datetime.fromisoformat(first) if first else None
-    shards = await discover(src, cfg.source.url.prefix, cfg.shards or AUTO_TARGET)
+    if inventory is not None:
+        shards = inventory.shards()
+    else:
+        shards = await discover(src, cfg.source.url.prefix, cfg.shards or AUTO_TARGET)
     first_run = datetime.now(UTC)
     if manifest is not None:
         manifest.save_shards(shards)
@@ -101,11 +110,20 @@ class _Producers:
     """What feeds the copiers: listers over the shards still to list, and the resumer."""
 
     def __init__(
-        self, cfg: RunConfig, plan: Plan, copier: Copier, checkpoint: Checkpoint, counters: Counters, hooks: Hooks
+        self,
+        cfg: RunConfig,
+        sides: Sides,
+        plan: Plan,
+        copier: Copier,
+        checkpoint: Checkpoint,
+        counters: Counters,
+        hooks: Hooks,
     ) -> None:
         self.cfg, self.plan, self.copier, self.checkpoint = cfg, plan, copier, checkpoint
         self.counters, self.hooks = counters, hooks
         self.record_hook = hooks.listed
+        self.tally = new_tally(cfg, sides)
+        self.inventory: InventorySource | None = None
 
     def make_job(self, shard: int, newest_first: list[Version]) -> KeyJob | None:
         cfg = self.cfg
@@ -127,6 +145,7 @@ class _Producers:
             await self.record_hook(shard, jobs, marker, done)
 
     def on_page(self, jobs: list[KeyJob]) -> None:
+        count(self.tally, jobs)
         for j in jobs:
             self.counters.listed += len(j.items)
             self.counters.listed_bytes += sum(it.version.size for it in j.items)
@@ -144,6 +163,7 @@ class _Producers:
                     out=jobs,
                     make_job=self.make_job,
                     on_page=self.on_page,
+                    pages=self.inventory.pages if self.inventory is not None else None,
                 )
                 self.counters.shards_listed += 1
 
@@ -151,7 +171,13 @@ class _Producers:
         """Unfinished versions of earlier runs go first (each key rechecked against the replica)."""
         shards = [s.id for s, _, _ in self.plan]
         await resume.feed(
-            jobs, shards=shards, copier=self.copier, checkpoint=self.checkpoint, on_page=self.on_page, out=out
+            jobs,
+            shards=shards,
+            copier=self.copier,
+            checkpoint=self.checkpoint,
+            on_page=self.on_page,
+            out=out,
+            dry_run=self.cfg.dry_run,
         )
 
 
@@ -176,14 +202,22 @@ async def run_pipeline(
     """
     out = out or sys.stderr
     hooks = hooks or Hooks()
-    plan, first_run = await _plan(cfg, sides.src, manifest)
+    inventory = await open_inventory(cfg, sides) if cfg.inventory is not None else None
+    if inventory is not None and not cfg.dry_run and not cfg.quiet:
+        line = priced(cfg, sides, inventory.tally, shards=len(inventory.shards()), remaining=False).one_line()
+        print(f"{line} (from the inventory)", file=out, flush=True)
+    if inventory is not None:
+        counters.known_total = inventory.tally.versions
+    resumed = manifest is not None and bool(manifest.shards())  # the estimate is of what is left
+    plan, first_run = await _plan(cfg, sides.src, manifest, inventory)
     counters.shards = len(plan)
     counters.shards_listed = sum(1 for _, _, listed in plan if listed)
     to_list = [(s, marker) for s, marker, listed in plan if not listed]
 
     checkpoint = Checkpoint(manifest)
     copier = Copier(sides.src, sides.dst, cfg.options, sides.carry_lock, journal=checkpoint)
-    producers = _Producers(cfg, plan, copier, checkpoint, counters, hooks)
+    producers = _Producers(cfg, sides, plan, copier, checkpoint, counters, hooks)
+    producers.inventory = inventory
     if manifest is None:
         producers.record_hook = None  # a dry run records nothing, in the lease neither
     listing_scope = CancelScope()
@@ -209,7 +243,7 @@ async def run_pipeline(
                     background.start_soon(stopper.watch_signals)
                 if hooks.shutdown is not None:
                     background.start_soon(stopper.follow, hooks.shutdown)
-                if hooks.display:
+                if hooks.display and not cfg.quiet:
                     background.start_soon(Display(counters, "backfill", cfg.progress_interval, out).run)
                 with pipeline_scope:
                     async with anyio.create_task_group() as pipeline:
@@ -224,6 +258,9 @@ async def run_pipeline(
                                         feeding.start_soon(producers.resumer, resume, key_send.clone(), out)
                                     for _ in range(min(MAX_LISTERS, len(to_list))):
                                         feeding.start_soon(producers.lister, shard_recv.clone(), key_send.clone())
+                            if not cfg.dry_run and inventory is None and not cfg.quiet and not stopper.interrupted:
+                                e = priced(cfg, sides, producers.tally, shards=len(plan), remaining=resumed)
+                                print(f"{e.one_line()} (listing done)", file=out, flush=True)
                 background.cancel_scope.cancel()
         except Exception as exc:
             error = exc
@@ -235,6 +272,9 @@ async def run_pipeline(
         manifest.set_clean(True)  # no copy was abandoned in flight
 
     result = RunResult(counters, cfg.dry_run, stopper.interrupted, cfg.manifest if manifest else "")
+    if cfg.dry_run:
+        e = priced(cfg, sides, producers.tally, shards=len(plan), remaining=resumed)
+        result.estimate, result.estimate_lines = e.to_json(), e.lines()
     if manifest is not None:
         result.totals = manifest.summary().totals()
         result.reasons = manifest.reasons()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
+
+import anyio
 
 from backfill.config import RunConfig
 from backfill.manifest import Manifest
@@ -18,12 +22,24 @@ async def run_copy(cfg: RunConfig, *, log: Any = None) -> RunResult:
     counters = Counters()
     async with open_sides(cfg) as sides:
         manifest: Manifest | None = None
-        if not cfg.dry_run:
-            manifest = Manifest.open(cfg.manifest, cfg.job_identity(), create=True)
-        try:
-            result = await run_pipeline(cfg, sides, manifest, counters, out=out)
-        finally:
-            if manifest is not None:
-                manifest.close()
+        with tempfile.TemporaryDirectory(prefix="backfill-dry-") as scratch:
+            if not cfg.dry_run:
+                manifest = Manifest.open(cfg.manifest, cfg.job_identity(), create=True)
+            elif await anyio.Path(cfg.manifest).exists():
+                # A dry run of a job begun before estimates what is left: it runs on a scratch copy of
+                # the manifest (resume markers, unfinished versions), and the manifest stays untouched.
+                live = Manifest.open(cfg.manifest, cfg.job_identity(), create=False)
+                try:
+                    live.snapshot_to(Path(scratch) / "manifest.db")
+                finally:
+                    live.close()
+                manifest = Manifest.open(str(Path(scratch) / "manifest.db"), cfg.job_identity(), create=False)
+            try:
+                result = await run_pipeline(cfg, sides, manifest, counters, out=out)
+            finally:
+                if manifest is not None:
+                    manifest.close()
+        if cfg.dry_run:
+            result.manifest = ""
         result.pacing = sides.pacing()
         return result

@@ -10,6 +10,7 @@ retry and throttling figures (`Sides.pacing()`).
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,7 @@ class Sides:
     copy_pacer: Pacer
     rate: RateLimiter  # --max-rps, shared by both pacers
     carry_lock: bool  # the source has Object Lock: copies carry its retention and legal holds
+    rtt: float = 0.05  # seconds a bucket request took at preflight (the estimate's default latency)
 
     def pacing(self) -> PaceStats:
         lim = self.limiter
@@ -125,5 +127,7 @@ async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
         open_bucket(cfg.source, "source", list_pacer, pool=LIST_POOL, sessions=sessions) as src,
         open_bucket(cfg.dest, "replica", copy_pacer, pool=cfg.concurrency + 8, sessions=sessions) as dst,
     ):
+        began = time.monotonic()
         carry_lock = await preflight(cfg, src, dst)
-        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock)
+        rtt = (time.monotonic() - began) / 2  # two requests: the replica's versioning, the source's Object Lock
+        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, rtt)

@@ -77,7 +77,7 @@ def build(
 def from_run(r: RunResult) -> dict[str, Any]:
     """The summary of a single-machine run."""
     c = r.counters
-    return build(
+    out = build(
         dry_run=r.dry_run,
         interrupted=r.interrupted,
         elapsed=c.elapsed(),
@@ -90,3 +90,7 @@ def from_run(r: RunResult) -> dict[str, Any]:
         reasons=r.reasons,
         exit_code=r.exit_code,
     )
+    if r.estimate is not None:
+        out["estimate"] = r.estimate
+        out["estimate_lines"] = r.estimate_lines
+    return out

@@ -39,6 +39,7 @@ class Bucket:
         self.wire: Wire | None = None  # the lean path for the hot calls, when open_bucket set one up
         self.expected_owner: str | None = None  # the account that must own this bucket (every request says so)
         self.expected_source_owner: str | None = None  # the account that must own the bucket copies come from
+        self.list_calls = 0  # ListObjectVersions and ListObjectsV2 pages asked for (the estimate counts them)
 
     def expect_source_owner(self, account: str | None) -> None:
         """Copies into this bucket also name the account that must own their source bucket."""
@@ -160,6 +161,7 @@ class Bucket:
     async def list_versions(
         self, prefix: str, key_marker: str | None, version_id_marker: str | None, max_keys: int = 1000
     ) -> VersionPage:
+        self.list_calls += 1
         what = f"ListObjectVersions s3://{self.name}/{prefix}"
         wire = self.wire
         if wire is not None:
@@ -180,6 +182,7 @@ class Bucket:
 
     async def list_delimited(self, prefix: str, max_keys: int = 1000) -> tuple[list[str], list[str], bool]:
         """One page of ListObjectsV2 with Delimiter='/': (common prefixes, keys, truncated)."""
+        self.list_calls += 1
         wire = self.wire
         if wire is not None:
             return await self.list_pacer.run(
