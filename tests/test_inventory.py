@@ -10,13 +10,9 @@ as real reports are — see dandi/s3invsync's parser tests for rows taken from o
 from __future__ import annotations
 
 import gzip
-import hashlib
-import json
-import urllib.parse
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,101 +22,24 @@ from backfill.estimate import Layout, Tally
 from backfill.inventory import Files, Plan, Report, check_report, key_pages, open_report, parse_age, plan
 from backfill.models import Version
 from backfill.pipeline.lister import key_job
+from testbed.inventory import Row as R
+from testbed.inventory import report as inventory_report
 
-FULL = (
-    "Bucket, Key, VersionId, IsLatest, IsDeleteMarker, Size, LastModifiedDate, ETag, StorageClass, "
-    "IsMultipartUploaded, ReplicationStatus, EncryptionStatus"
-)
 BUCKET = "my-important-data-bucket"
 
 
-@dataclass
-class R:
-    """A row: one version or delete marker."""
-
-    key: str
-    vid: str
-    t: int  # seconds after 2026-11-01
-    size: int = 10
-    dm: bool = False
-    latest: bool = False
-    sc: str = "STANDARD"
-    enc: str = "SSE-S3"
-    etag: str = "0cc175b9c0f1b6a831c399e269772661"
-
-    @property
-    def lm(self) -> str:
-        return (datetime(2026, 11, 1, tzinfo=UTC) + timedelta(seconds=self.t)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
-
-    def fields(self, schema: Sequence[str], bucket: str) -> list[str]:
-        values = {
-            "Bucket": bucket,
-            "Key": urllib.parse.quote_plus(self.key, safe="/"),
-            "VersionId": self.vid,
-            "IsLatest": "true" if self.latest else "false",
-            "IsDeleteMarker": "true" if self.dm else "false",
-            "Size": "" if self.dm else str(self.size),
-            "LastModifiedDate": self.lm,
-            "ETag": "" if self.dm else self.etag,
-            "StorageClass": "" if self.dm else self.sc,
-            "IsMultipartUploaded": "" if self.dm else ("true" if "-" in self.etag else "false"),
-            "ReplicationStatus": "",
-            "EncryptionStatus": "" if self.dm else self.enc,
-        }
-        return [values[s] for s in schema]
-
-    def version(self) -> Version:
-        sc = "" if self.sc == "STANDARD" or self.dm else self.sc
-        return Version(
-            self.key,
-            self.vid,
-            0 if self.dm else self.size,
-            "" if self.dm else self.etag,
-            self.lm,
-            self.dm,
-            sc,
-            self.latest,
-        )
+def version_of(r: R) -> Version:
+    sc = "" if r.sc == "STANDARD" or r.dm else r.sc
+    return Version(r.key, r.vid, 0 if r.dm else r.size, "" if r.dm else r.etag, r.lm, r.dm, sc, r.latest)
 
 
-def write_inventory(
-    root: Path,
-    files: list[list[R]],
-    *,
-    schema: str = FULL,
-    created: datetime | None = None,
-    fmt: str = "CSV",
-    source: str = BUCKET,
-    checksum: bool = True,
-) -> Path:
-    """An inventory destination bucket under `root` (a directory standing for it); the manifest's path."""
-    created = created or datetime.now(UTC) - timedelta(hours=6)
-    names = [s.strip() for s in schema.split(",")]
-    base = f"inventory/{source}/all-versions"
-    entries = []
-    for i, rows in enumerate(files):
-        key = f"{base}/data/{i:04d}-5b1f2c3e.csv.gz"
-        text = "".join(",".join(f'"{f}"' for f in r.fields(names, source)) + "\n" for r in rows)
-        blob = gzip.compress(text.encode())
+def write_inventory(root: Path, files: list[list[R]], *, source: str = BUCKET, **kw: Any) -> Path:
+    """The report written under `root`, a directory standing for the inventory's destination bucket."""
+    objects, mkey = inventory_report(files, source=source, **kw)
+    for key, data in objects.items():
         (root / key).parent.mkdir(parents=True, exist_ok=True)
-        (root / key).write_bytes(blob)
-        entries.append({"key": key, "size": len(blob), "MD5checksum": hashlib.md5(blob).hexdigest()})
-    manifest = {
-        "sourceBucket": source,
-        "destinationBucket": "arn:aws:s3:::my-inventory-bucket",
-        "version": "2016-11-30",
-        "creationTimestamp": str(int(created.timestamp() * 1000)),
-        "fileFormat": fmt,
-        "fileSchema": schema,
-        "files": entries,
-    }
-    mdir = root / base / created.strftime("%Y-%m-%dT%H-%MZ")
-    mdir.mkdir(parents=True, exist_ok=True)
-    data = json.dumps(manifest, indent=2).encode()
-    (mdir / "manifest.json").write_bytes(data)
-    if checksum:
-        (mdir / "manifest.checksum").write_text(hashlib.md5(data).hexdigest() + "\n")
-    return mdir / "manifest.json"
+        (root / key).write_bytes(data)
+    return root / mkey
 
 
 # Histories, oldest first, of keys that need decoding and ordering.
@@ -140,7 +59,7 @@ HISTORIES: dict[str, list[R]] = {
 
 
 def expected_pages(keys: list[str]) -> list[list[Version]]:
-    return [[r.version() for r in reversed(HISTORIES[k])] for k in sorted(keys)]
+    return [[version_of(r) for r in reversed(HISTORIES[k])] for k in sorted(keys)]
 
 
 async def all_histories(p: Plan, files: Files) -> list[list[Version]]:

@@ -8,10 +8,13 @@ and counts it by S3 operation) between the CLI and the server.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
+from testbed.inventory import Row, report
 from testbed.proxy import ThreadedProxy
-from testbed.store import Store
+from testbed.seeds import seed_histories
+from testbed.store import Store, shape
 
 MiB = 1024 * 1024
 
@@ -81,3 +84,77 @@ def test_the_estimate_counts_the_requests_a_run_then_sends(store: Store, tmp_pat
     assert again.code == 0, again.stderr
     left = json.loads(again.stdout)["estimate"]
     assert left["remaining"] and left["versions"] == 0 and left["requests"]["copy"] == 0
+
+
+def _report_of(store: Store, bucket: str, files: int) -> tuple[dict[str, bytes], str]:
+    """The inventory report S3 would deliver for `bucket` (testbed.inventory), its rows newest first per key
+    (as ListObjectVersions lists them), spread over `files` data files."""
+    c = store.client
+    stamps: dict[str, str] = {}
+    for page in c.get_paginator("list_object_versions").paginate(Bucket=bucket):
+        for v in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            t: datetime = v["LastModified"].astimezone(UTC)
+            stamps[v["VersionId"]] = t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+    rows: list[Row] = []
+    for key, history in sorted(store.history(bucket).items()):
+        for n, (dm, size, etag, vid) in enumerate(reversed(history)):
+            rows.append(Row(key, vid, 0, size=size, dm=dm, latest=n == 0, etag=etag, last_modified=stamps[vid]))
+    per = -(-len(rows) // files)
+    return report([rows[i : i + per] for i in range(0, len(rows), per)], source=bucket, destination="inv")
+
+
+def test_an_inventory_driven_copy_makes_the_replica_a_listing_makes(store: Store, tmp_path: Path) -> None:
+    src, by_listing = store.buckets()
+    _, by_inventory = store.buckets()
+    seed_histories(store, src, 40)
+    inv = f"inv-{src}"
+    store.client.create_bucket(Bucket=inv)
+    objects, mkey = _report_of(store, src, files=3)
+    for key, data in objects.items():
+        store.client.put_object(Bucket=inv, Key=key, Body=data)
+    # the report names its destination bucket by ARN: point it at the bucket it is in
+    manifest_json = json.loads(objects[mkey])
+    manifest_json["destinationBucket"] = f"arn:aws:s3:::{inv}"
+    store.client.put_object(Bucket=inv, Key=mkey, Body=json.dumps(manifest_json).encode())
+    store.client.delete_object(Bucket=inv, Key=mkey.removesuffix("manifest.json") + "manifest.checksum")
+
+    listed = store.run("copy", f"s3://{src}", f"s3://{by_listing}", "--manifest", str(tmp_path / "l.db"))
+    assert listed.code == 0, listed.stderr
+    dry = store.run("copy", f"s3://{src}", f"s3://{by_inventory}", "--manifest", str(tmp_path / "i.db"),
+                    "--inventory", f"s3://{inv}/{mkey}", "--dry-run", "--json")  # fmt: skip
+    assert dry.code == 0, dry.stderr
+    versions = sum(len(h) for h in store.history(src).values())
+    assert json.loads(dry.stdout)["estimate"]["versions"] == versions
+    assert json.loads(dry.stdout)["estimate"]["requests"]["list"] == 0  # no listing of the source
+    run = store.run("copy", f"s3://{src}", f"s3://{by_inventory}", "--manifest", str(tmp_path / "i.db"),
+                    "--inventory", f"s3://{inv}/{mkey}")  # fmt: skip
+    assert run.code == 0, run.stderr
+    assert "(from the inventory)" in run.stderr
+    assert shape(store.history(by_inventory)) == shape(store.history(by_listing)) == shape(store.history(src))
+    # the same command again: the job is complete, nothing is copied twice
+    again = store.run("copy", f"s3://{src}", f"s3://{by_inventory}", "--manifest", str(tmp_path / "i.db"),
+                      "--inventory", f"s3://{inv}/{mkey}", "--json")  # fmt: skip
+    assert again.code == 0, again.stderr
+    assert json.loads(again.stdout)["this_run"]["copied"] == 0
+    assert shape(store.history(by_inventory)) == shape(store.history(src))
+
+
+def test_the_inventory_refusals_are_one_line(store: Store, tmp_path: Path) -> None:
+    src, dst = store.buckets()
+    store.client.put_object(Bucket=src, Key="k", Body=b"x")
+    objects, mkey = report([[Row("k", "v", 0, latest=True)]], source="another-bucket")
+    root = tmp_path / "inv"
+    for key, data in objects.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    r = store.run("copy", f"s3://{src}", f"s3://{dst}", "--inventory", str(root / mkey), "--dry-run")
+    assert r.code == 2 and "report of bucket 'another-bucket'" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    old = datetime(2026, 1, 1, tzinfo=UTC)
+    objects, mkey = report([[Row("k", "v", 0, latest=True)]], source=src, created=old, base="old")
+    for key, data in objects.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    r = store.run("copy", f"s3://{src}", f"s3://{dst}", "--inventory", str(root / mkey), "--inventory-max-age", "2d")
+    assert r.code == 2 and "older than --inventory-max-age (2d)" in r.stderr and "Traceback" not in r.stderr
+    assert store.history(dst) == {}
