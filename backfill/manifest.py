@@ -24,12 +24,13 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from backfill.errors import UserError, first_error
 from backfill.models import Item, KeyJob, Shard, State, Version
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE job (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -70,6 +71,11 @@ _MIGRATIONS = {
 -- key: the replica's key. upload_id: NULL until CreateMultipartUpload answered.
 -- started: the local time (Unix seconds) just before CreateMultipartUpload was sent.
 CREATE TABLE upload (token TEXT PRIMARY KEY, key TEXT NOT NULL, upload_id TEXT, started REAL NOT NULL) WITHOUT ROWID;
+""",
+    3: """
+-- attempts: outcomes recorded for the version (runs that tried it). failed_at: Unix time of its last failure.
+ALTER TABLE version ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE version ADD COLUMN failed_at REAL
 """,
 }
 
@@ -376,7 +382,10 @@ class Manifest:
     def write_outcomes(c: sqlite3.Connection, rows: list[tuple[int, str, str, str, int]]) -> None:
         """rows: (state, replica version id, why, key, seq)."""
         c.executemany(
-            "UPDATE version SET state = ?, rvid = nullif(?, ''), why = nullif(?, '') WHERE key = ? AND seq = ?", rows
+            "UPDATE version SET state = ?1, rvid = nullif(?2, ''), why = nullif(?3, ''), attempts = attempts + 1, "
+            "failed_at = CASE WHEN ?1 = 2 THEN (julianday('now') - 2440587.5) * 86400 ELSE failed_at END "
+            "WHERE key = ?4 AND seq = ?5",
+            rows,
         )
 
     @staticmethod
@@ -455,6 +464,28 @@ class Manifest:
             (limit,),
         )
         return [{"key": k, "version_id": v, "state": State(s).name.lower(), "why": w or ""} for k, v, s, w in rows]
+
+    def problem_rows(self, states: Iterable[State]) -> Iterator[dict[str, object]]:
+        """Failed and/or skipped versions, for `status --report`: key, source version, state, reason,
+        attempts, and the time of the last failure (ISO-8601 UTC, "" when none)."""
+        wanted = sorted(int(s) for s in states)
+        marks = ",".join("?" * len(wanted))
+        columns = {r[1] for r in self.conn.execute("PRAGMA table_info(version)")}
+        extra = "attempts, failed_at" if "attempts" in columns else "0, NULL"  # a schema-2 manifest: not counted
+        rows = self.conn.execute(
+            f"SELECT key, vid, state, why, {extra} FROM version WHERE state IN ({marks}) ORDER BY state, key, seq",
+            wanted,
+        )
+        for k, v, s, w, n, at in rows:
+            when = datetime.fromtimestamp(at, UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if at else ""
+            yield {
+                "key": k,
+                "source_version_id": v,
+                "state": State(s).name.lower(),
+                "reason": w or "",
+                "attempts": n,
+                "last_error_at": when,
+            }
 
     def reasons(self) -> dict[str, int]:
         rows = self.conn.execute(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from types import TracebackType
 from typing import IO
@@ -28,8 +29,9 @@ COLUMNS = [f.name for f in fields(Difference)]
 class ReportWriter:
     """CSV (with a header) or a JSON array, by the file's extension; or nothing when no path."""
 
-    def __init__(self, path: str | None) -> None:
+    def __init__(self, path: str | None, columns: list[str] | None = None) -> None:
         self.path = path
+        self.columns = columns or COLUMNS
         self._file: IO[str] | None = None
         self._csv: csv.DictWriter[str] | None = None
         self._rows = 0
@@ -45,20 +47,26 @@ class ReportWriter:
                 ) from None
             self._file = open(fd, "w", encoding="utf-8", newline="")
             if self.path.endswith(".csv"):
-                self._csv = csv.DictWriter(self._file, fieldnames=COLUMNS)
+                self._csv = csv.DictWriter(self._file, fieldnames=self.columns)
                 self._csv.writeheader()
             else:
                 self._file.write("[")
         return self
 
-    def write(self, d: Difference) -> None:
+    @property
+    def rows(self) -> int:
+        return self._rows
+
+    def write(self, d: Difference | Mapping[str, object]) -> None:
+        """One row: a Difference, or a mapping of the writer's columns."""
         self._rows += 1
         if self._file is None:
             return
+        row = asdict(d) if isinstance(d, Difference) else dict(d)
         if self._csv is not None:
-            self._csv.writerow(asdict(d))
+            self._csv.writerow(row)
         else:
-            self._file.write(("\n" if self._rows == 1 else ",\n") + json.dumps(asdict(d), ensure_ascii=False))
+            self._file.write(("\n" if self._rows == 1 else ",\n") + json.dumps(row, ensure_ascii=False))
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if self._file is not None:

@@ -7,10 +7,12 @@ and counts it by S3 operation) between the CLI and the server.
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from testbed.faults import Fault
 from testbed.inventory import Row, report
 from testbed.proxy import ThreadedProxy
 from testbed.seeds import seed_histories
@@ -158,3 +160,34 @@ def test_the_inventory_refusals_are_one_line(store: Store, tmp_path: Path) -> No
     r = store.run("copy", f"s3://{src}", f"s3://{dst}", "--inventory", str(root / mkey), "--inventory-max-age", "2d")
     assert r.code == 2 and "older than --inventory-max-age (2d)" in r.stderr and "Traceback" not in r.stderr
     assert store.history(dst) == {}
+
+
+def test_status_reports_of_failed_and_skipped_versions_parse(seaweed: Store, tmp_path: Path) -> None:
+    src, dst = seaweed.buckets()
+    c = seaweed.client
+    c.put_object(Bucket=src, Key="a", Body=b"a")
+    c.put_object(Bucket=src, Key="b", Body=b"b")
+    c.delete_object(Bucket=src, Key="b")  # its delete marker will be refused in the replica
+    manifest = str(tmp_path / "m.db")
+    denied = [Fault("access_denied", 1.0, op="DeleteObject")]
+    for attempt in (1,):  # a rerun would start with b: a denial before any copy stops the run (exit 2)
+        with ThreadedProxy(seaweed.endpoint, faults=denied) as proxy:
+            r = seaweed.run("copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--concurrency", "1",
+                            "--endpoint-url", proxy.endpoint_url)  # fmt: skip
+        assert r.code == 1, r.stderr
+        for ext in ("csv", "json"):
+            path = tmp_path / f"failed.{ext}"
+            st = seaweed.run("status", "--manifest", manifest, "--failed", "--report", str(path))
+            assert st.code == 1 and "1 failed versions written to" in st.stderr, st.stderr
+            rows = list(csv.DictReader(path.read_text().splitlines())) if ext == "csv" else json.loads(path.read_text())
+            assert len(rows) == 1
+            row = rows[0]
+            assert (row["key"], row["state"], int(row["attempts"])) == ("b", "failed", attempt)
+            assert "access denied" in row["reason"].lower() and row["source_version_id"]
+            assert datetime.fromisoformat(row["last_error_at"].replace("Z", "+00:00")) <= datetime.now(UTC)
+            assert oct(path.stat().st_mode & 0o777) == "0o600"
+    skipped = tmp_path / "skipped.json"
+    st = seaweed.run("status", "--manifest", manifest, "--skipped", "--report", str(skipped))
+    assert json.loads(skipped.read_text()) == []
+    bad = seaweed.run("status", "--manifest", manifest, "--report", str(tmp_path / "x.txt"))
+    assert bad.code == 2 and "name a .csv or a .json file" in bad.stderr

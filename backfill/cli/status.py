@@ -15,6 +15,22 @@ from backfill.errors import UserError
 from backfill.manifest import Manifest
 from backfill.models import State
 from backfill.progress import human_bytes
+from backfill.report import ReportWriter
+
+REPORT_COLUMNS = ["key", "source_version_id", "state", "reason", "attempts", "last_error_at"]
+
+
+def fail_report(report: str | None) -> None:
+    if report is None:
+        raise UserError("--failed and --skipped choose what --report FILE.csv|FILE.json writes: pass --report")
+    raise UserError(f"--report {report}: name a .csv or a .json file")
+
+
+def write_report(m: Manifest, path: str, states: list[State]) -> int:
+    with ReportWriter(path, REPORT_COLUMNS) as w:
+        for row in m.problem_rows(states):
+            w.write(row)
+        return w.rows
 
 
 def status(
@@ -29,6 +45,15 @@ def status(
     ] = None,
     profile: Annotated[str | None, typer.Option(help="AWS profile that reads an s3:// --state.")] = None,
     endpoint_url: Endpoint = None,
+    failed: Annotated[bool, typer.Option("--failed", help="With --report: the failed versions.")] = False,
+    skipped: Annotated[bool, typer.Option("--skipped", help="With --report: the skipped versions.")] = False,
+    report: Annotated[
+        str | None,
+        typer.Option(
+            help="Write the failed and/or skipped versions (both without --failed/--skipped) to FILE.csv or "
+            "FILE.json: key, source version, state, reason, attempts, last error time."
+        ),
+    ] = None,
 ) -> None:
     """Show a backfill's progress and its failed or skipped versions, from the manifest."""
 
@@ -43,8 +68,20 @@ def status(
         raise UserError(f"several manifests here ({', '.join(map(str, found))}): pass --manifest PATH")
 
     path = merged_manifest(state, merge_to, state_access(profile, endpoint_url)) if state is not None else guard(pick)
+    if report is not None and not report.endswith((".csv", ".json")):
+        guard(lambda: fail_report(report))
+    if (failed or skipped) and report is None:
+        guard(lambda: fail_report(None))
     m = guard(lambda: Manifest.open(path, None, create=False))
     try:
+        if report is not None:
+            wanted = [
+                st for st, on in ((State.FAILED, failed), (State.SKIPPED, skipped)) if on or not (failed or skipped)
+            ]
+            written = guard(lambda: write_report(m, report, wanted), path)
+            typer.echo(
+                f"{written:,} {' and '.join(s.name.lower() for s in wanted)} versions written to {report}", err=True
+            )
         s, problems, reasons = guard(lambda: (m.summary(), m.problems(limit), m.reasons()), path)
     finally:
         m.close()
