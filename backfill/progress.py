@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol, TextIO
+from datetime import UTC, datetime
+from typing import Any, Protocol, TextIO
 
 import anyio
+
+from backfill.eta import Eta, eta
 
 
 def human_bytes(n: float) -> str:
@@ -33,6 +38,9 @@ class Counters:
     recovered: int = 0  # found already in the replica after a crash, recorded without copying
     failed: int = 0
     skipped: int = 0
+    listed_by_shard: dict[int, int] = field(default_factory=dict)  # for an ETA before listing ends
+    finished_shards: set[int] = field(default_factory=set)
+    pacing: Callable[[], dict[str, Any]] | None = None  # concurrency and throttling figures, for the JSON log
 
     @property
     def done(self) -> int:
@@ -41,13 +49,52 @@ class Counters:
     def elapsed(self) -> float:
         return time.monotonic() - self.started
 
-    def frame(self) -> tuple[int, int | None, str]:
-        listing = (
-            "listed"
-            if self.shards and self.shards_listed >= self.shards
-            else (f"listing {self.shards_listed}/{self.shards} shards")
+    def listing_done(self) -> bool:
+        return bool(self.shards) and self.shards_listed >= self.shards
+
+    def eta(self) -> Eta:
+        """On the known total (an inventory), the listed one (listing done), else one estimated from the shards."""
+        copying = self.elapsed() - self.first_copy_at if self.first_copy_at is not None else 0.0
+        return eta(
+            self.done,
+            copying,
+            known_total=self.known_total,
+            listed=self.listed,
+            listing_done=self.listing_done(),
+            listed_by_shard=self.listed_by_shard,
+            finished_shards=self.finished_shards,
+            shards=self.shards,
         )
-        return self.done, self.listed, f"{human_bytes(self.copied_bytes)}, {self.failed} failed, {listing}"
+
+    def frame(self) -> tuple[int, int | None, str]:
+        listing = "listed" if self.listing_done() else (f"listing {self.shards_listed}/{self.shards} shards")
+        e = self.eta()
+        total = e.total if e.total is not None else self.listed
+        return self.done, total, f"{human_bytes(self.copied_bytes)}, {self.failed} failed, {listing}, {e.text()}"
+
+    def record(self) -> dict[str, Any]:
+        """The periodic line as one JSON object (--log-format json)."""
+        el = self.elapsed()
+        out: dict[str, Any] = {
+            "event": "progress",
+            "time": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            "elapsed_seconds": round(el, 1),
+            "listed": self.listed,
+            "listed_bytes": self.listed_bytes,
+            "copied": self.copied,
+            "copied_bytes": self.copied_bytes,
+            "delete_markers": self.delete_markers,
+            "recovered_after_crash": self.recovered,
+            "failed": self.failed,
+            "skipped": self.skipped,
+            "versions_per_second": round(self.copied / el, 1) if el > 0 else 0.0,
+            "shards": self.shards,
+            "shards_listed": self.shards_listed,
+            "eta": self.eta().to_json(),
+        }
+        if self.pacing is not None:
+            out["pacing"] = self.pacing()
+        return out
 
     def line(self) -> str:
         el = self.elapsed()
@@ -59,7 +106,7 @@ class Counters:
         )
         return (
             f"{self.copied:,} copied ({human_bytes(self.copied_bytes)}) of {self.listed:,} listed, "
-            f"{self.failed:,} failed, {self.skipped:,} skipped, {rate:,.0f} versions/s, {listing}"
+            f"{self.failed:,} failed, {self.skipped:,} skipped, {rate:,.0f} versions/s, {listing}, {self.eta().text()}"
         )
 
 
@@ -79,13 +126,21 @@ class Display:
     Writes to stderr only; stdout is kept for --json.
     """
 
-    def __init__(self, progress: Progress, label: str, interval: float, stream: TextIO | None = None) -> None:
+    def __init__(
+        self, progress: Progress, label: str, interval: float, stream: TextIO | None = None, fmt: str = "text"
+    ) -> None:
         self.p = progress
+        self.fmt = fmt  # "json": one JSON object per line, terminal or not
         self.label = label
         self.interval = interval
         self.stream = stream or sys.stderr
 
     async def run(self) -> None:
+        record = getattr(self.p, "record", None)
+        if self.fmt == "json" and record is not None:
+            while True:
+                await anyio.sleep(self.interval)
+                print(json.dumps(record(), sort_keys=True), file=self.stream, flush=True)
         if not self.stream.isatty():
             while True:
                 await anyio.sleep(self.interval)

@@ -191,3 +191,25 @@ def test_status_reports_of_failed_and_skipped_versions_parse(seaweed: Store, tmp
     assert json.loads(skipped.read_text()) == []
     bad = seaweed.run("status", "--manifest", manifest, "--report", str(tmp_path / "x.txt"))
     assert bad.code == 2 and "name a .csv or a .json file" in bad.stderr
+
+
+def test_json_logs_parse_and_carry_an_eta(seaweed: Store, tmp_path: Path) -> None:
+    src, dst = seaweed.buckets()
+    seed_histories(seaweed, src, 60)
+    r = seaweed.run("copy", f"s3://{src}", f"s3://{dst}", "--manifest", str(tmp_path / "m.db"),
+                    "--log-format", "json", "--progress-interval", "0.05", "--concurrency", "2")  # fmt: skip
+    assert r.code == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("{")]
+    records = [json.loads(ln) for ln in lines]  # every JSON line parses
+    progress = [x for x in records if x["event"] == "progress"]
+    (summary,) = [x for x in records if x["event"] == "summary"]
+    assert progress, r.stderr
+    for p in progress:
+        assert {"copied", "failed", "versions_per_second", "eta", "pacing"} <= set(p)
+        assert {"ceiling", "concurrency_cuts", "concurrency_now", "retries"} <= set(p["pacing"])
+        assert set(p["eta"]) == {"total", "total_estimated", "seconds"}
+    assert summary["exit_code"] == 0 and summary["this_run"]["copied"] == summary["job"]["versions"]
+    assert r.stdout == ""  # the text summary is replaced by the JSON object
+    quiet = seaweed.run("copy", f"s3://{src}", f"s3://{dst}", "--manifest", str(tmp_path / "m.db"), "--quiet",
+                        "--progress-interval", "0.05")  # fmt: skip
+    assert quiet.code == 0 and quiet.stderr == "", quiet.stderr

@@ -234,7 +234,7 @@ def copy(
         verified = verify_manifest(cfg, cfg.manifest)
         summary["verify"] = verified
         code = max(code, verified["exit_code"])
-    print_copy(summary, json_out)
+    print_copy(summary, json_out, log_json=cfg.log_format == "json")
     if verified is not None:
         print_verify(verified, json_out=False, err=json_out)
     if result.interrupted:

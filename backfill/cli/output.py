@@ -20,11 +20,17 @@ def copy_summary(r: RunResult) -> dict[str, Any]:
     return summary.from_run(r)
 
 
-def print_copy(s: dict[str, Any], json_out: bool) -> None:
-    """A copy's summary: JSON on stdout with --json (the text then goes to stderr), else text on stdout."""
+def print_copy(s: dict[str, Any], json_out: bool, *, log_json: bool = False) -> None:
+    """A copy's summary: JSON on stdout with --json (the text then goes to stderr), else text on stdout.
+
+    With --log-format json the text is replaced by one JSON object on one line of stderr
+    ("event": "summary"), beside the progress objects."""
+    shown = {k: v for k, v in s.items() if k != "estimate_lines"}  # the estimate is there as "estimate"
     if json_out:
-        shown = {k: v for k, v in s.items() if k != "estimate_lines"}  # the estimate is there as "estimate"
         typer.echo(json.dumps(shown, indent=2, sort_keys=True))
+    if log_json:
+        typer.echo(json.dumps({"event": "summary", **shown}, sort_keys=True), err=True)
+        return
     typer.echo("\n".join(copy_lines(s)), err=json_out)
 
 

@@ -147,6 +147,7 @@ class _Producers:
     def on_page(self, jobs: list[KeyJob]) -> None:
         count(self.tally, jobs)
         for j in jobs:
+            self.counters.listed_by_shard[j.shard] = self.counters.listed_by_shard.get(j.shard, 0) + len(j.items)
             self.counters.listed += len(j.items)
             self.counters.listed_bytes += sum(it.version.size for it in j.items)
 
@@ -166,6 +167,7 @@ class _Producers:
                     pages=self.inventory.pages if self.inventory is not None else None,
                 )
                 self.counters.shards_listed += 1
+                self.counters.finished_shards.add(shard.id)
 
     async def resumer(self, resume: Resume, jobs: MemoryObjectSendStream[KeyJob], out: Any) -> None:
         """Unfinished versions of earlier runs go first (each key rechecked against the replica)."""
@@ -208,6 +210,7 @@ async def run_pipeline(
         print(f"{line} (from the inventory)", file=out, flush=True)
     if inventory is not None:
         counters.known_total = inventory.tally.versions
+    counters.pacing = lambda: sides.pacing().as_dict() | {"concurrency_now": sides.limiter.limit}
     resumed = manifest is not None and bool(manifest.shards())  # the estimate is of what is left
     plan, first_run = await _plan(cfg, sides.src, manifest, inventory)
     counters.shards = len(plan)
@@ -244,7 +247,8 @@ async def run_pipeline(
                 if hooks.shutdown is not None:
                     background.start_soon(stopper.follow, hooks.shutdown)
                 if hooks.display and not cfg.quiet:
-                    background.start_soon(Display(counters, "backfill", cfg.progress_interval, out).run)
+                    display = Display(counters, "backfill", cfg.progress_interval, out, fmt=cfg.log_format)
+                    background.start_soon(display.run)
                 with pipeline_scope:
                     async with anyio.create_task_group() as pipeline:
                         if cfg.dry_run:
