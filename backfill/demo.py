@@ -168,6 +168,11 @@ def run_demo(objects: int) -> int:
             "--shards",
             "8",
         ]
+        print("\na dry run first: what the copy will send, cost on AWS (this pair priced as us-east-1) and take:")
+        rc = _run([*copy, "--dry-run"], env)
+        if rc != 0:
+            print(f"demo: the dry run exited {rc}", file=sys.stderr)
+            return rc
         rc = _run(copy, env)
         if rc != 0:
             print(f"demo: the copy exited {rc}", file=sys.stderr)

@@ -183,6 +183,24 @@ class _Producers:
         )
 
 
+class _Notice:
+    """The estimate's one line, printed once it is known and a first copy has worked."""
+
+    def __init__(self, counters: Counters, out: Any) -> None:
+        self.counters, self.out = counters, out
+        self.line: str | None = None
+
+    def say(self) -> None:
+        if self.line is not None and self.counters.copied > 0:
+            print(self.line, file=self.out, flush=True)
+            self.line = None
+
+    async def run(self) -> None:
+        while True:
+            self.say()
+            await anyio.sleep(0.1)
+
+
 async def _count_dry_run(counters: Counters, jobs: MemoryObjectReceiveStream[KeyJob]) -> None:
     async with jobs:
         async for job in receive_all(jobs):
@@ -205,9 +223,10 @@ async def run_pipeline(
     out = out or sys.stderr
     hooks = hooks or Hooks()
     inventory = await open_inventory(cfg, sides) if cfg.inventory is not None else None
+    notice = _Notice(counters, out)
     if inventory is not None and not cfg.dry_run and not cfg.quiet:
         line = priced(cfg, sides, inventory.tally, shards=len(inventory.shards()), remaining=False).one_line()
-        print(f"{line} (from the inventory)", file=out, flush=True)
+        notice.line = f"{line} (from the inventory)"
     if inventory is not None:
         counters.known_total = inventory.tally.versions
     counters.pacing = lambda: sides.pacing().as_dict() | {"concurrency_now": sides.limiter.limit}
@@ -249,6 +268,7 @@ async def run_pipeline(
                 if hooks.display and not cfg.quiet:
                     display = Display(counters, "backfill", cfg.progress_interval, out, fmt=cfg.log_format)
                     background.start_soon(display.run)
+                background.start_soon(notice.run)
                 with pipeline_scope:
                     async with anyio.create_task_group() as pipeline:
                         if cfg.dry_run:
@@ -264,7 +284,8 @@ async def run_pipeline(
                                         feeding.start_soon(producers.lister, shard_recv.clone(), key_send.clone())
                             if not cfg.dry_run and inventory is None and not cfg.quiet and not stopper.interrupted:
                                 e = priced(cfg, sides, producers.tally, shards=len(plan), remaining=resumed)
-                                print(f"{e.one_line()} (listing done)", file=out, flush=True)
+                                notice.line = f"{e.one_line()} (listing done)"
+                notice.say()  # once a copy has worked: a run refused at its first copy keeps to one line
                 background.cancel_scope.cancel()
         except Exception as exc:
             error = exc
