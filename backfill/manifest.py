@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -78,6 +79,15 @@ ALTER TABLE version ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE version ADD COLUMN failed_at REAL
 """,
 }
+
+
+_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)")
+
+
+def _has_column(c: sqlite3.Connection, stmt: str) -> bool:
+    """Whether `stmt` adds a column the table already has (a file whose schema was rebuilt by hand)."""
+    m = _ADD_COLUMN.search(stmt)
+    return m is not None and m.group(2) in {r[1] for r in c.execute(f"PRAGMA table_info({m.group(1)})")}
 
 
 _MERGED = ("shard", "version", "upload")  # the tables a shard's file adds to a merged manifest
@@ -228,7 +238,7 @@ class Manifest:
         with self.transaction() as c:
             for target in range(version + 1, SCHEMA_VERSION + 1):
                 for stmt in _MIGRATIONS[target].split(";"):
-                    if stmt.strip():
+                    if stmt.strip() and not _has_column(c, stmt):
                         c.execute(stmt)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 

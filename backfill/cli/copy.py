@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 import typer
 
 from backfill.cli import shards as multi
-from backfill.cli.guard import guard, resume_hint, run_async
+from backfill.cli.guard import fail, guard, resume_hint, run_async
 from backfill.cli.options import (
     DEFAULT_SIDES,
     CheckpointSeconds,
@@ -190,6 +190,8 @@ def copy(
         ).validate()
 
     cfg = guard(build)
+    if inventory is not None and (state is not None or engine is not None or plan_only):
+        raise fail("--inventory runs on one machine with --manifest: leave out --state, --engine and --plan-only")
     if state is not None or engine is not None or plan_only:
         sh = guard(
             lambda: multi.sharding(
