@@ -344,9 +344,9 @@ class Estimate:
             out.append(f"    {k:<20} {r[k]:>14,}")
         for k in ("complete_multipart", "delete", "kms"):
             out.append(f"    {k:<20} {r[k]:>14,}")
-        out.append("  time (hours), by what bounds it:")
+        out.append("  time, by what bounds it:")
         for k, s in sorted(self.seconds_by.items(), key=lambda kv: -kv[1]):
-            out.append(f"    {k:<20} {s / 3600:>14,.2f}")
+            out.append(f"    {k:<20} {_duration(s / 3600):>14}")
         if self.archived:
             out.append(f"  {self.archived:,} versions are archived (GLACIER/DEEP_ARCHIVE): skipped unless restored")
         return out
@@ -360,6 +360,8 @@ def _gib(n: int) -> str:
 
 
 def _duration(hours: float) -> str:
+    if hours < 1 / 60:
+        return f"{hours * 3600:.1f} s"
     if hours < 1:
         return f"{hours * 60:.0f} min"
     if hours < 48:
