@@ -333,7 +333,7 @@ class Estimate:
             f"{_gib(self.bytes_copied)} ({_gib(self.cross_region_bytes)} across regions), "
             f"{sum(v for k, v in self.requests.items() if k != 'kms'):,} S3 requests, "
             f"${u['total']:,.2f} (requests ${u['requests']:,.2f}, transfer ${u['transfer']:,.2f}, "
-            f"KMS ${u['kms']:,.2f}, retrieval ${u['retrieval']:,.2f}), about {_duration(self.hours)} "
+            f"KMS ${u['kms']:,.2f}, retrieval ${u['retrieval']:,.2f}), about {_duration(self.seconds_by[self.bound_by] / 3600)} "
             f"(bound by {self.bound_by}); prices {self.prices['region']} as of {self.prices['as_of']}"
         )
 
