@@ -328,12 +328,13 @@ class Estimate:
     def one_line(self) -> str:
         u = self.usd
         what = "left to copy" if self.remaining else "to copy"
+        took = self.seconds_by[self.bound_by] / 3600
         return (
             f"estimate: {self.versions:,} versions {what} ({self.delete_markers:,} delete markers), "
             f"{_gib(self.bytes_copied)} ({_gib(self.cross_region_bytes)} across regions), "
             f"{sum(v for k, v in self.requests.items() if k != 'kms'):,} S3 requests, "
             f"${u['total']:,.2f} (requests ${u['requests']:,.2f}, transfer ${u['transfer']:,.2f}, "
-            f"KMS ${u['kms']:,.2f}, retrieval ${u['retrieval']:,.2f}), about {_duration(self.seconds_by[self.bound_by] / 3600)} "
+            f"KMS ${u['kms']:,.2f}, retrieval ${u['retrieval']:,.2f}), about {_duration(took)} "
             f"(bound by {self.bound_by}); prices {self.prices['region']} as of {self.prices['as_of']}"
         )
 
