@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ import typer
 
 from backfill.config import Side, check_account, check_endpoint, parse_s3_url
 from backfill.errors import UserError
+from backfill.s3 import endpoint_from_env
 
 R = TypeVar("R")
 
@@ -172,9 +172,7 @@ ProgressInterval = Annotated[float, typer.Option(help="Seconds between progress 
 
 def endpoint(side_value: str | None, shared: str | None) -> str | None:
     """A side's endpoint: its own option, the shared one, or the AWS CLI's environment variables."""
-    return check_endpoint(
-        side_value or shared or os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
-    )
+    return check_endpoint(side_value or shared or endpoint_from_env())
 
 
 def versions_mode(value: str) -> Literal["all", "latest"]:
