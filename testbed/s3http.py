@@ -25,10 +25,18 @@ import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Generic, TypedDict, TypeVar
 
 from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+
+class Keys(TypedDict):
+    """The test bed's credentials, which a proxy signs with (`**keys` into a proxy's constructor)."""
+
+    access_key: str
+    secret_key: str
 
 
 @dataclass
@@ -266,10 +274,13 @@ class S3Proxy:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
-class Threaded:
+P = TypeVar("P", bound=S3Proxy)
+
+
+class Threaded(Generic[P]):
     """Run an S3Proxy on its own event loop in a thread, for synchronous tests."""
 
-    def __init__(self, proxy: S3Proxy) -> None:
+    def __init__(self, proxy: P) -> None:
         self.proxy = proxy
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -279,7 +290,7 @@ class Threaded:
     def endpoint_url(self) -> str:
         return self.proxy.endpoint_url
 
-    def __enter__(self) -> Threaded:
+    def __enter__(self) -> Threaded[P]:
         started = threading.Event()
 
         def run() -> None:
