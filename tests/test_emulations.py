@@ -11,13 +11,13 @@ from botocore.exceptions import ClientError
 
 from testbed.kms_etags import KEY_ARN, KmsEtagProxy
 from testbed.requester_pays import RequesterPaysProxy
-from testbed.s3http import Threaded
+from testbed.s3http import Keys, Threaded
 from tests.conftest import Store
 
 MiB = 1024 * 1024
 
 
-def _creds(store: Store) -> dict[str, str]:
+def _creds(store: Store) -> Keys:
     return {"access_key": store.env["AWS_ACCESS_KEY_ID"], "secret_key": store.env["AWS_SECRET_ACCESS_KEY"]}
 
 

@@ -25,7 +25,7 @@ from testbed.s3http import Keys, Threaded
 from tests.conftest import Store, shape
 from tests.proxy import Fault, ThreadedProxy
 from tests.test_copy import seed_histories
-from tests.torture import check, seed, torture
+from tests.torture import Seeded, check, seed, torture
 
 MiB = 1024 * 1024
 
@@ -66,6 +66,45 @@ def _verify(store: Store, src: str, dst: str, *args: str) -> dict[str, object]:
 # --- exactly once when ETags are not MD5s (SSE-KMS / SSE-C) -------------------------------------------
 
 
+def seed_with_checksums(store: Store, bucket: str, keys: int, big: int, rng_seed: int) -> Seeded:
+    """torture.seed's bucket, with its large versions uploaded as today's AWS stores them: with a full-object
+    checksum (S3 gives every new object one, CRC64NVME by default; the SDK sends CRC32, which SeaweedFS keeps),
+    multipart ones included. torture.seed's own multipart uploads carry none (SeaweedFS adds no default)."""
+    out = seed(store, bucket, keys, 0, rng_seed)
+    c = store.client
+    for i in range(big):
+        key = f"d{(i * 3) % 8}/big-{i:02d}"
+        for n in range(1 + i % 2):
+            data = bytes([n + 65 + i]) * ((6 + (i + n) % 6) * MiB)
+            if i % 2:
+                c.put_object(Bucket=bucket, Key=key, Body=data)
+            else:
+                up = c.create_multipart_upload(
+                    Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+                )
+                parts = []
+                for number, start in enumerate(range(0, len(data), 5 * MiB), start=1):
+                    r = c.upload_part(
+                        Bucket=bucket,
+                        Key=key,
+                        UploadId=up["UploadId"],
+                        PartNumber=number,
+                        Body=data[start : start + 5 * MiB],
+                        ChecksumAlgorithm="CRC32",
+                    )
+                    parts.append({"ETag": r["ETag"], "PartNumber": number, "ChecksumCRC32": r["ChecksumCRC32"]})
+                c.complete_multipart_upload(
+                    Bucket=bucket,
+                    Key=key,
+                    UploadId=up["UploadId"],
+                    MultipartUpload={"Parts": parts},
+                    ChecksumType="FULL_OBJECT",
+                )
+            out.versions += 1
+        out.multipart_keys.add(key)
+    return out
+
+
 def test_twenty_kills_under_kms_etags_lose_and_duplicate_nothing(
     seaweed: Store, kms: Threaded[KmsEtagProxy], manifest: str
 ) -> None:
@@ -73,7 +112,10 @@ def test_twenty_kills_under_kms_etags_lose_and_duplicate_nothing(
     left unrecorded is recognised without ETags (by checksum), never copied twice; verify is clean without
     --deep (checksums decide)."""
     src, dst = seaweed.buckets()
-    seeded = seed(seaweed, src, 1200, 8, 2026)
+    seeded = seed_with_checksums(seaweed, src, 1200, 8, 2026)
+    assert (
+        seaweed.client.head_object(Bucket=src, Key="d0/big-00", ChecksumMode="ENABLED")["ChecksumType"] == "FULL_OBJECT"
+    )
     bed = via(seaweed, kms.endpoint_url)
     outcome = torture(bed, src, dst, manifest, total=seeded.versions, kills=20, sigints=2, seed=2026, log=print)
     killed = [s for s in outcome.stops if s.kind != "sigint" and s.exit_code != 0]
