@@ -12,7 +12,7 @@ from botocore.exceptions import ClientError
 from testbed.kms_etags import KEY_ARN, KmsEtagProxy
 from testbed.requester_pays import RequesterPaysProxy
 from testbed.s3http import Keys, Threaded
-from tests.conftest import Store
+from testbed.store import Store
 
 MiB = 1024 * 1024
 

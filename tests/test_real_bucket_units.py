@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from backfill.errors import UserError
-from backfill.pipeline.lock import lock_params
-from backfill.sse_c import read_key
+from backfill.s3.lock import lock_params
+from backfill.s3.sse_c import read_key
 
 
 def test_lock_params_carry_retention_and_hold_but_not_an_expired_retention() -> None:
@@ -43,9 +43,7 @@ def test_sse_c_key_file_raw_or_base64_and_never_shown(tmp_path: Path) -> None:
         assert h["x-amz-copy-source-server-side-encryption-customer-key"] == base64.b64encode(key).decode()
         assert (
             h["x-amz-copy-source-server-side-encryption-customer-key-MD5"]
-            == base64.b64encode(
-                hashlib.md5(key).digest()
-            ).decode()
+            == base64.b64encode(hashlib.md5(key).digest()).decode()
         )
         assert k.params()["SSECustomerKey"] == key
         assert base64.b64encode(key).decode() not in repr(k) and key.hex() not in repr(k)

@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from testbed.faults import Fault
 from testbed.kms_etags import KmsEtagProxy
+from testbed.proxy import ThreadedProxy
 from testbed.requester_pays import RequesterPaysProxy
 from testbed.s3http import Keys, Threaded
-from tests.conftest import Store, shape
-from tests.proxy import Fault, ThreadedProxy
-from tests.test_copy import seed_histories
-from tests.torture import Seeded, check, seed, torture
+from testbed.seeds import seed_histories
+from testbed.store import Store, shape
+from testbed.torture import Seeded, check, seed, torture
 
 MiB = 1024 * 1024
 

@@ -8,7 +8,7 @@ copy must name them (x-amz-object-lock-mode, -retain-until-date, -legal-hold). T
   any more on the source either — and its legal hold, which has no date, is carried;
 - the replica must have Object Lock (a copy with lock settings into a bucket without it is refused,
   InvalidRequest; replication too needs Object Lock on the destination: DstBucketObjectLockConfigMissing):
-  checked before the run (pipeline preflight).
+  checked before the run (pipeline/sides.py preflight).
 
 GOVERNANCE retention can be shortened or removed by a principal with s3:BypassGovernanceRetention;
 COMPLIANCE retention by no one, the root user included, until it expires (S3 User Guide, "Object Lock").
