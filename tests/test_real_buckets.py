@@ -186,7 +186,7 @@ def test_without_checksums_lost_answers_and_crashes_are_recognised_by_order_size
         r = via(seaweed, old.endpoint_url).run("copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--json")
         assert r.code == 0, r.stderr
         again = json.loads(r.stdout)["this_run"]
-        assert again["copied"] == 0 and again["recovered"] == total, again
+        assert again["copied"] == 0 and again["recovered_after_crash"] == total, again
         _no_duplicates_no_losses(seaweed, src, dst)
         v = _verify(via(seaweed, old.endpoint_url), src, dst, "--manifest", manifest)
         diffs = v["differences"]

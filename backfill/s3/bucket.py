@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from backfill.errors import ObjectError, RetryableError, UserError, classify
 from backfill.pacing import Pacer, RetryPolicy
 from backfill.s3.listing import ENTRIES, VersionPage
+from backfill.s3.sse_c import CustomerKey
 from backfill.s3.wire import Wire
 
 START_POLICY = RetryPolicy(attempts=4)  # ≈1.4 s of backoff at most before the first request gives up
@@ -39,6 +40,8 @@ class Bucket:
         self.wire: Wire | None = None  # the lean path for the hot calls, when open_bucket set one up
         self.expected_owner: str | None = None  # the account that must own this bucket (every request says so)
         self.expected_source_owner: str | None = None  # the account that must own the bucket copies come from
+        self.request_payer = False  # every request says the requester pays (--request-payer requester)
+        self.customer_key: CustomerKey | None = None  # SSE-C: this side's key (--source/--dest-sse-c-key)
 
     def expect_source_owner(self, account: str | None) -> None:
         """Copies into this bucket also name the account that must own their source bucket."""
@@ -129,16 +132,17 @@ class Bucket:
                 f"the session token of {self.who} is expired or invalid ({code}): renew the credentials "
                 "(aws sso login, or a new session)"
             )
+        payer = "" if self.request_payer else ", or, for a Requester Pays bucket, pass --request-payer requester"
         if self.expected_owner:
             option = "--expected-source-owner" if self.label == "source" else "--expected-dest-owner"
             return UserError(
                 f"access denied to {self.label} bucket s3://{self.name} with {self.who}: the bucket is not owned by "
                 f"account {self.expected_owner} ({option}), or these credentials may not read it: check the bucket "
-                f"name and {option}, or grant s3:ListBucket"
+                f"name and {option}, or grant s3:ListBucket{payer}"
             )
         return UserError(
             f"access denied to {self.label} bucket s3://{self.name} with {self.who}: grant "
-            "s3:ListBucket (and the copy permissions), or use other credentials"
+            f"s3:ListBucket (and the copy permissions), or use other credentials{payer}"
         )
 
     async def versioning(self) -> str:

@@ -169,7 +169,7 @@ class Copier:
     async def multipart_copy(
         self, v: Version, dst_key: str, landed: Callable[[], Awaitable[str | None]] | None = None
     ) -> str:
-        head = await self.source.head(v.key, v.version_id)
+        head = await self.source.head(v.key, v.version_id, checksums=True)
         sizes = await self.part_sizes(v)
         create: dict[str, Any] = {
             "Bucket": self.dest.name,
@@ -178,6 +178,7 @@ class Copier:
             **{f: head[f] for f in _CONTENT_FIELDS if head.get(f)},
             **self._target_params(v),
             **(await self._lock_params(v, head)),
+            **checksum_request(head),
         }
         tags = await self.source.tagging(v.key, v.version_id)
         if tags:
@@ -191,7 +192,7 @@ class Copier:
                 await self.journal.upload_ended(token)
             raise
         upload_id = up["UploadId"]
-        etags: list[str] = [""] * len(sizes)
+        parts: list[dict[str, Any]] = [{} for _ in sizes]
         try:
             if self.journal:
                 await self.journal.upload_created(token, dst_key, upload_id)
@@ -211,7 +212,9 @@ class Copier:
                 if v.etag:
                     params["CopySourceIfMatch"] = f'"{v.etag}"'
                 r = await self.dest.call(f"UploadPartCopy {n}/{len(sizes)} of {what}", "upload_part_copy", **params)
-                etags[n - 1] = r["CopyPartResult"]["ETag"]
+                result = r["CopyPartResult"]
+                parts[n - 1] = {"ETag": result["ETag"], "PartNumber": n}
+                parts[n - 1].update({k: result[k] for k in PART_CHECKSUMS if result.get(k)})
 
             async with anyio.create_task_group() as tg:
                 for n in range(1, len(sizes) + 1):
@@ -223,7 +226,7 @@ class Copier:
                 Bucket=self.dest.name,
                 Key=dst_key,
                 UploadId=upload_id,
-                MultipartUpload={"Parts": [{"ETag": e, "PartNumber": i + 1} for i, e in enumerate(etags)]},
+                MultipartUpload={"Parts": parts},
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -297,3 +300,31 @@ def _as_response(landed: Callable[[], Awaitable[str | None]] | None) -> Landed |
         return None if vid is None else {"VersionId": vid}
 
     return as_response
+
+
+PART_CHECKSUMS = ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256")
+_FULL_OBJECT_ALGORITHMS = frozenset({"CRC32", "CRC32C", "CRC64NVME"})
+
+
+def checksum_request(head: dict[str, Any]) -> dict[str, str]:
+    """CreateMultipartUpload's checksum for a copy of the version `head` describes.
+
+    A single CopyObject keeps the source's checksum algorithm by itself ("If the CopyObject request does
+    not include this x-amz-checksum-algorithm header, the checksum algorithm will be copied from the source
+    object", S3 API reference, CopyObject); a multipart copy has a checksum only if CreateMultipartUpload
+    asks for one. Asked: the source's algorithm and type — a full-object CRC is the same whatever the
+    parts, a composite one the same for the same part layout, which the copy reproduces — or, for a source
+    without one (or with a full-object SHA, which no multipart upload can have), CRC64NVME over the full
+    object, S3's default. The replica then has a checksum that survives encryption, for verify and for
+    recognising our own copies (pipeline/evidence.py).
+    """
+    for name in PART_CHECKSUMS:
+        value = head.get(name)
+        if not value:
+            continue
+        alg = name.removeprefix("Checksum")
+        kind = str(head.get("ChecksumType") or ("COMPOSITE" if "-" in str(value) else "FULL_OBJECT"))
+        if kind == "FULL_OBJECT" and alg not in _FULL_OBJECT_ALGORITHMS:
+            break
+        return {"ChecksumAlgorithm": alg, "ChecksumType": kind}
+    return {"ChecksumAlgorithm": "CRC64NVME", "ChecksumType": "FULL_OBJECT"}
