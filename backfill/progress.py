@@ -32,6 +32,7 @@ class Counters:
     recovered: int = 0  # found already in the replica after a crash, recorded without copying
     failed: int = 0
     skipped: int = 0
+    expired_retentions: int = 0  # Object Lock retentions already expired at the copy: left out (S3 refuses them)
 
     @property
     def done(self) -> int:

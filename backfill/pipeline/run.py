@@ -183,6 +183,11 @@ async def run_pipeline(
 
     checkpoint = Checkpoint(manifest)
     copier = Copier(sides.src, sides.dst, cfg.options, sides.carry_lock, journal=checkpoint)
+
+    def expired_retention() -> None:
+        counters.expired_retentions += 1
+
+    copier.on_expired_retention = expired_retention
     producers = _Producers(cfg, plan, copier, checkpoint, counters, hooks)
     if manifest is None:
         producers.record_hook = None  # a dry run records nothing, in the lease neither

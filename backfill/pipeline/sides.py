@@ -109,7 +109,14 @@ async def preflight(cfg: RunConfig, src: Bucket, dst: Bucket) -> bool:
             f"replica bucket s3://{dst.name} has versioning {state}: enable it (replication needs it, and an "
             "overwrite there would lose data), or pass --allow-unversioned to copy the current versions anyway"
         )
-    return await src.object_lock_enabled()
+    carry_lock = await src.object_lock_enabled()
+    if carry_lock and not await dst.object_lock_enabled():
+        raise UserError(
+            f"source bucket s3://{src.name} has Object Lock and replica s3://{dst.name} has not: S3 refuses a "
+            "locked version's retention there (and replication needs Object Lock on the destination): create "
+            "the replica with Object Lock (`backfill setup apply` does for a locked source)"
+        )
+    return carry_lock
 
 
 @contextlib.asynccontextmanager

@@ -12,6 +12,7 @@ from backfill.config import MAX_PART, MAX_PARTS, MIN_PART, CopyOptions
 from backfill.errors import ObjectError, UserError
 from backfill.models import Version
 from backfill.s3.bucket import Bucket, Landed
+from backfill.s3.lock import lock_params
 from backfill.s3.wire import copy_headers
 
 # Headers that CreateMultipartUpload does not inherit and a copy must carry itself.
@@ -56,6 +57,7 @@ class Copier:
         self.options = options
         self.carry_lock = carry_lock
         self.journal = journal
+        self.on_expired_retention: Callable[[], None] | None = None  # called per retention left out as expired
 
     def _target_params(self, v: Version) -> dict[str, Any]:
         p: dict[str, Any] = {}
@@ -69,15 +71,13 @@ class Copier:
         return p
 
     async def _lock_params(self, v: Version, head: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The version's retention and legal hold for its copy (s3/lock.py), an expired retention left out."""
         if not self.carry_lock:
             return {}
         h = head if head is not None else await self.source.head(v.key, v.version_id)
-        p: dict[str, Any] = {}
-        if h.get("ObjectLockMode"):
-            p["ObjectLockMode"] = h["ObjectLockMode"]
-            p["ObjectLockRetainUntilDate"] = h["ObjectLockRetainUntilDate"]
-        if h.get("ObjectLockLegalHoldStatus"):
-            p["ObjectLockLegalHoldStatus"] = h["ObjectLockLegalHoldStatus"]
+        p, expired = lock_params(h)
+        if expired and self.on_expired_retention is not None:
+            self.on_expired_retention()
         return p
 
     def _copy_source(self, v: Version) -> dict[str, str]:
