@@ -21,7 +21,7 @@ from backfill.pipeline.evidence import Head, HeadFn, is_our_copy, may_be_ours
 from backfill.pipeline.lister import key_pages
 from backfill.pipeline.streams import receive_all
 from backfill.progress import Counters
-from backfill.s3 import Bucket, Copier
+from backfill.s3 import SSE_C, SSE_C_SKIPPED_WHY, Bucket, Copier
 
 # Error codes that mean "this version cannot be had", not "this run is broken".
 _VANISHED = frozenset({"NoSuchVersion", "NoSuchKey", "404"})
@@ -86,6 +86,8 @@ class Workers:
                         State.SKIPPED,
                         why=f"archived ({v.storage_class or 'GLACIER'}), not restored: restore it, then run again",
                     )
+                elif exc.code == SSE_C:  # no key for it: skipped, not blocking (a run with the key copies it)
+                    await self._record(job, it, State.SKIPPED, why=SSE_C_SKIPPED_WHY)
                 elif exc.code in _VANISHED:
                     await self._record(job, it, State.SKIPPED, why="vanished from the source since it was listed")
                 else:

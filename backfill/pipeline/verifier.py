@@ -33,7 +33,7 @@ from backfill.pipeline.lister import key_pages
 from backfill.pipeline.shards import AUTO_TARGET, discover
 from backfill.progress import Display
 from backfill.report import Difference, ReportWriter
-from backfill.s3 import Bucket, Sessions, open_bucket
+from backfill.s3 import SSE_C, Bucket, Sessions, open_bucket
 
 MAX_JOINERS = 8
 CATEGORIES = (
@@ -252,8 +252,8 @@ class Verifier:
             hs = await self.src.head(key, s.version_id, checksums=True)
             hd = await self.dst.head(self.dest_key(key), d.version_id, checksums=True)
         except ObjectError as exc:
-            if "400" in str(exc) or "BadRequest" in str(exc):
-                return None, "HeadObject refused (SSE-C encrypted?): needs the customer key"
+            if exc.code == SSE_C or "400" in str(exc) or "BadRequest" in str(exc):
+                return None, "HeadObject refused (SSE-C encrypted?): pass --source-sse-c-key / --dest-sse-c-key"
             raise
         verdict, how = by_heads(s, d, hs, hd)
         if verdict is not Verdict.UNKNOWN:

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from backfill.errors import ObjectError, RetryableError, UserError, classify
 from backfill.pacing import Pacer, RetryPolicy
 from backfill.s3.listing import ENTRIES, VersionPage
-from backfill.s3.sse_c import CustomerKey
+from backfill.s3.sse_c import SSE_C, CustomerKey
 from backfill.s3.wire import Wire
 
 START_POLICY = RetryPolicy(attempts=4)  # ≈1.4 s of backoff at most before the first request gives up
@@ -215,7 +215,17 @@ class Bucket:
             params["PartNumber"] = part_number
         if checksums:
             params["ChecksumMode"] = "ENABLED"
-        r: dict[str, Any] = await self.call(f"HeadObject {self.url(key)}", "head_object", **params)
+        what = f"HeadObject {self.url(key)}"
+        try:
+            r: dict[str, Any] = await self.call(what, "head_object", **params)
+        except ObjectError as exc:
+            if exc.code not in ("400", "BadRequest"):
+                raise
+            # S3 answers 400 to a HEAD of an SSE-C object without its key: with the key if we have it.
+            if self.customer_key is None:
+                option = "--source-sse-c-key" if self.label == "source" else "--dest-sse-c-key"
+                raise ObjectError(f"{what}: 400, SSE-C encrypted? pass {option} FILE", code=SSE_C) from None
+            r = await self.call(what, "head_object", **params, **self.customer_key.params())
         return r
 
     async def get_body(self, key: str, version_id: str) -> Any:

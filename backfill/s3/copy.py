@@ -13,6 +13,7 @@ from backfill.errors import ObjectError, UserError
 from backfill.models import Version
 from backfill.s3.bucket import Bucket, Landed
 from backfill.s3.lock import lock_params
+from backfill.s3.sse_c import refused_for_key
 from backfill.s3.wire import copy_headers
 
 # Headers that CreateMultipartUpload does not inherit and a copy must carry itself.
@@ -105,26 +106,62 @@ class Copier:
             return await self.multipart_copy(v, dst_key, landed)
         what = f"CopyObject {self.source.url(v.key)}?versionId={v.version_id}"
         wire = self.dest.wire
-        if wire is not None and not self.carry_lock:
+        if wire is not None and not self.carry_lock and self.dest.customer_key is None:
             headers = copy_headers(self.source.name, v, self._target_params(v))
-            return await self.dest.pacer.run(
-                what,
-                lambda: wire.copy_object(dst_key, headers, v.size),
-                bucket=self.dest.name,
-                who=self.dest.who,
-                landed=landed,
-            )
+            try:
+                return await self.dest.pacer.run(
+                    what,
+                    lambda: wire.copy_object(dst_key, headers, v.size),
+                    bucket=self.dest.name,
+                    who=self.dest.who,
+                    landed=landed,
+                )
+            except ObjectError as exc:
+                if not refused_for_key(exc.code):
+                    raise
+                source_key = await self._source_key_after(v, exc)  # SSE-C: again, on botocore, with the key
+        else:
+            source_key = {}
         params = {
             "Bucket": self.dest.name,
             "Key": dst_key,
             "CopySource": self._copy_source(v),
             **self._target_params(v),
             **(await self._lock_params(v)),
+            **self._dest_key(),
+            **source_key,
         }
         if v.etag:
             params["CopySourceIfMatch"] = f'"{v.etag}"'
-        r = await self.dest.call(what, "copy_object", landed=_as_response(landed), **params)
+        try:
+            r = await self.dest.call(what, "copy_object", landed=_as_response(landed), **params)
+        except ObjectError as exc:
+            if source_key or not refused_for_key(exc.code):
+                raise
+            params.update(await self._source_key_after(v, exc))
+            r = await self.dest.call(what, "copy_object", landed=_as_response(landed), **params)
         return str(r.get("VersionId", "") or "")
+
+    def _dest_key(self) -> dict[str, Any]:
+        """SSE-C for the replica's copies (--dest-sse-c-key)."""
+        return self.dest.customer_key.params() if self.dest.customer_key is not None else {}
+
+    def _source_key(self, head: dict[str, Any]) -> dict[str, Any]:
+        """The copy-source customer key, for a source version that HEAD shows SSE-C encrypted."""
+        if head.get("SSECustomerAlgorithm") and self.source.customer_key is not None:
+            return self.source.customer_key.params(copy_source=True)
+        return {}
+
+    async def _source_key_after(self, v: Version, refusal: ObjectError) -> dict[str, Any]:
+        """A copy was refused (InvalidRequest): if the source version is SSE-C encrypted, the copy-source key
+        to send it again with; without a key, HEAD raises the SSE-C refusal (the version is skipped); an
+        object that is no SSE-C one keeps its refusal. S3 refuses copy-source key headers for an object without
+        SSE-C, so they are sent only for versions known to need them."""
+        head = await self.source.head(v.key, v.version_id)
+        key = self._source_key(head)
+        if not key:
+            raise refusal
+        return key
 
     async def part_sizes(self, v: Version) -> list[int]:
         """The source's part layout (HeadObject PartNumber=n), or a layout from --part-size.
@@ -179,7 +216,9 @@ class Copier:
             **self._target_params(v),
             **(await self._lock_params(v, head)),
             **checksum_request(head),
+            **self._dest_key(),
         }
+        source_key = self._source_key(head)
         tags = await self.source.tagging(v.key, v.version_id)
         if tags:
             create["Tagging"] = tags
@@ -208,6 +247,8 @@ class Copier:
                     "PartNumber": n,
                     "CopySource": self._copy_source(v),
                     "CopySourceRange": f"bytes={start}-{end}",
+                    **source_key,
+                    **self._dest_key(),
                 }
                 if v.etag:
                     params["CopySourceIfMatch"] = f'"{v.etag}"'
@@ -227,6 +268,7 @@ class Copier:
                 Key=dst_key,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
+                **self._dest_key(),
             )
         except BaseException:
             with anyio.CancelScope(shield=True):

@@ -24,6 +24,15 @@ from backfill.errors import UserError
 
 ALGORITHM = "AES256"
 KEY_BYTES = 32
+SSE_C = "SSE-C"  # ObjectError.code of a version that needs a customer key this run does not have
+# Why such a source version is skipped (manifest.RETRY_PREFIXES: a later run retries it).
+SKIPPED_WHY = "SSE-C encrypted: pass --source-sse-c-key FILE with its customer key, then run again"
+
+
+def refused_for_key(code: str) -> bool:
+    """Whether an error code may be S3 refusing an SSE-C object for want of its key: HeadObject answers
+    400 (no body), CopyObject / UploadPartCopy InvalidRequest."""
+    return code in ("400", "BadRequest", "InvalidRequest", "InvalidArgument")
 
 
 class CustomerKey:
