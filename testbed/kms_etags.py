@@ -27,8 +27,12 @@ What AWS does, and this proxy shows (for the objects of `buckets`):
   "present … if the object was uploaded without a checksum (and Amazon S3 added the default checksum,
   CRC64NVME …)"): an old SSE-KMS object has neither an MD5 ETag nor a checksum.
 
-Not emulated: KMS itself (keys, grants, kms:Decrypt denials: see TESTBED-facts-issue14.md for moto's
-KMS), ListParts' part ETags, virtual-host addressing.
+- `deny_decrypt=True`: the client's principal lacks `kms:Decrypt` on the objects' key (another account
+  not granted in the key policy, or the AWS-managed aws/s3 key): GetObject and copies out of these buckets
+  are refused with S3's AccessDenied carrying KMS's message; HEAD is not (it decrypts nothing).
+
+Not emulated: KMS itself (keys, policies: see TESTBED-facts-issue14.md for moto's KMS), ListParts' part
+ETags, virtual-host addressing.
 """
 
 from __future__ import annotations
@@ -38,10 +42,16 @@ import html
 import re
 import urllib.parse
 
-from testbed.s3http import Message, S3Proxy
+from testbed.s3http import Message, S3Proxy, s3_error_response
 
 KEY_ARN = "arn:aws:kms:us-east-1:111111111111:key/0b1f4a52-5c2f-4d0e-9a7e-6f1d2c3b4a59"
 
+# What S3 answers a principal without kms:Decrypt on the object's key, for GetObject and a copy's source
+# (seen on GetObject in ministryofjustice/modernisation-platform#3468; HEAD needs no decryption).
+KMS_DENIED = (
+    "The ciphertext refers to a customer master key that does not exist, does not exist in this region, "
+    "or you are not allowed to access."
+)
 NEVER = "ffffffffffffffffffffffffffffffff"  # a condition on an ETag never given out
 _ENTRY = re.compile(r"<(Version|Contents)>(.*?)</\1>", re.S)
 _ETAG = re.compile(r"<ETag>(.*?)</ETag>", re.S)
@@ -68,10 +78,13 @@ class KmsEtagProxy(S3Proxy):
         buckets: set[str] | None = None,
         checksums: bool = True,
         secret: str = "kms-test-bed",
+        deny_decrypt: bool = False,
     ) -> None:
         super().__init__(upstream, access_key=access_key, secret_key=secret_key)
         self.buckets = buckets  # None: every bucket
         self.checksums = checksums
+        self.deny_decrypt = deny_decrypt  # the client's principal lacks kms:Decrypt on the key
+        self.denied = 0
         self.secret = secret
         self.real_of: dict[str, str] = {}  # opaque ETag given out → the server's
         self.rewritten = 0  # ETags given out, for tests to see that the proxy did its work
@@ -102,9 +115,13 @@ class KmsEtagProxy(S3Proxy):
         return ", ".join(out)
 
     async def on_request(self, req: Message) -> Message | None:
-        bucket, _ = req.bucket_key
+        bucket, key = req.bucket_key
         src = req.get("x-amz-copy-source") or ""
         src_bucket = urllib.parse.unquote(src.lstrip("/").partition("/")[0])
+        reads = (req.method == "GET" and key and not req.query.keys() - {"versionId", "partNumber"}) or src
+        if self.deny_decrypt and reads and self._ours(src_bucket if src else bucket):
+            self.denied += 1
+            return s3_error_response(403, "Forbidden", "AccessDenied", KMS_DENIED)
         for h, b in (
             ("if-match", bucket),
             ("if-none-match", bucket),

@@ -51,3 +51,27 @@ def test_sse_c_key_file_raw_or_base64_and_never_shown(tmp_path: Path) -> None:
         read_key(str(bad), "--dest-sse-c-key")
     with pytest.raises(UserError, match="cannot read --dest-sse-c-key"):
         read_key(str(tmp_path / "missing"), "--dest-sse-c-key")
+
+
+def test_a_kms_denial_in_mid_run_is_named_as_such() -> None:
+    """S3 passes KMS's refusal on as AccessDenied with KMS's message: the line names kms:Decrypt (not
+    s3:GetObjectVersion, the wrong fix) and the aws/s3 case."""
+    from botocore.exceptions import ClientError
+
+    from backfill.errors import AccessDenied, classify
+
+    msg = (
+        "The ciphertext refers to a customer master key that does not exist, does not exist in this region, "
+        "or you are not allowed to access."
+    )
+    exc = ClientError(
+        {"Error": {"Code": "AccessDenied", "Message": msg}, "ResponseMetadata": {"HTTPStatusCode": 403}}, "CopyObject"
+    )
+    err = classify(exc, what="CopyObject s3://src/k?versionId=v", profile_hint="profile backup")
+    assert isinstance(err, AccessDenied)
+    assert "KMS" in str(err) and "kms:Decrypt" in str(err) and "aws/s3" in str(err)
+    plain = ClientError(
+        {"Error": {"Code": "AccessDenied", "Message": "Access Denied"}, "ResponseMetadata": {"HTTPStatusCode": 403}},
+        "CopyObject",
+    )
+    assert "s3:GetObjectVersion" in str(classify(plain, what="CopyObject s3://src/k"))

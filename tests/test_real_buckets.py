@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from testbed.faults import Fault
-from testbed.kms_etags import KmsEtagProxy
+from testbed.kms_etags import KEY_ARN, KmsEtagProxy
 from testbed.proxy import ThreadedProxy
 from testbed.requester_pays import RequesterPaysProxy
 from testbed.s3http import Keys, Threaded
@@ -403,3 +403,24 @@ def test_sse_c_versions_skipped_without_the_key_and_copied_with_it(
     for out in (r.stdout, r.stderr, r2.stdout, r2.stderr, s.stdout):
         assert not any(x in out for x in secrets)
     assert not any(x.encode() in blob or k in blob for x, k in zip(secrets, [key, dkey, key, dkey], strict=True))
+
+
+# --- KMS across accounts ---------------------------------------------------------------------------------
+
+
+def test_a_source_key_the_copying_principal_may_not_use_is_named_before_the_run(seaweed: Store, manifest: str) -> None:
+    """SSE-KMS source versions whose key's policy does not grant the replica's principal kms:Decrypt (or
+    that use the AWS-managed aws/s3 key): every copy would be refused. The preflight HEADs the first
+    versions, tries one ranged GET as the copying principal, and stops with one line naming the key, the
+    grant and the aws/s3 case (testbed/kms_etags.py with deny_decrypt stands for the denial)."""
+    src, dst = seaweed.buckets()
+    seed_histories(seaweed, src, 10, seed=2)
+    with Threaded(KmsEtagProxy(seaweed.endpoint, **_creds(seaweed), buckets={src}, deny_decrypt=True)) as kms:
+        r = via(seaweed, kms.endpoint_url).run("copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest)
+        assert kms.proxy.denied >= 1
+    assert r.code == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("backfill: error:")]
+    assert len(errors) == 1, r.stderr
+    assert "kms:Decrypt" in errors[0] and KEY_ARN in errors[0] and "aws/s3" in errors[0], errors[0]
+    assert seaweed.history(dst) == {}

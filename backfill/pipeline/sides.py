@@ -17,6 +17,7 @@ from typing import Any
 from backfill.config import RunConfig
 from backfill.errors import UserError
 from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
+from backfill.pipeline.kms import kms_preflight
 from backfill.s3 import LIST_POOL, Bucket, Sessions, open_bucket, reserve_open_files
 
 
@@ -133,4 +134,5 @@ async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
         open_bucket(cfg.dest, "replica", copy_pacer, pool=cfg.concurrency + 8, sessions=sessions) as dst,
     ):
         carry_lock = await preflight(cfg, src, dst)
+        await kms_preflight(cfg, src, sessions)
         yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock)
