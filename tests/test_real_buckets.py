@@ -398,6 +398,12 @@ def test_sse_c_versions_skipped_without_the_key_and_copied_with_it(
         Bucket=dst, Key="mixed", VersionId=encrypted[3], SSECustomerAlgorithm="AES256", SSECustomerKey=dkey
     )
     assert got["Body"].read() == b"secret"
+    # verify reads both sides with their keys; the version copied late sits after its successor (README).
+    v = _verify(
+        seaweed, src, dst, "--manifest", manifest, "--source-sse-c-key", str(path), "--dest-sse-c-key", str(dpath)
+    )
+    diffs = v["differences"]
+    assert isinstance(diffs, dict) and {k: n for k, n in diffs.items() if n} == {"history_differs": 1}, v
     secrets = [base64.b64encode(k).decode() for k in (key, dkey)] + [k.hex() for k in (key, dkey)]
     blob = Path(manifest).read_bytes()
     for out in (r.stdout, r.stderr, r2.stdout, r2.stderr, s.stdout):

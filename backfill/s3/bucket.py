@@ -230,7 +230,14 @@ class Bucket:
 
     async def get_body(self, key: str, version_id: str) -> Any:
         """The streaming body of one version (the caller reads and closes it)."""
-        r = await self.call(f"GetObject {self.url(key)}", "get_object", Bucket=self.name, Key=key, VersionId=version_id)
+        what = f"GetObject {self.url(key)}"
+        params: dict[str, Any] = {"Bucket": self.name, "Key": key, "VersionId": version_id}
+        try:
+            r = await self.call(what, "get_object", **params)
+        except ObjectError as exc:
+            if self.customer_key is None or exc.code not in ("InvalidArgument", "InvalidRequest", "400"):
+                raise
+            r = await self.call(what, "get_object", **params, **self.customer_key.params())  # SSE-C: with the key
         return r["Body"]
 
     async def tagging(self, key: str, version_id: str) -> str:
