@@ -46,7 +46,9 @@ def test_two_etags_prove_a_difference_only_when_both_are_md5s() -> None:
     assert by_heads(v(MD5_A), v(MD5_B), plain, plain)[0] is Verdict.DIFFERENT
     assert by_heads(v(MD5_A), v(MD5_B), plain, kms)[0] is Verdict.UNKNOWN
     assert by_heads(v(MD5_A), v(MD5_B), ssec, plain)[0] is Verdict.UNKNOWN
-    assert by_heads(v(MD5_A), v(MD5_B), None, plain)[0] is Verdict.UNKNOWN  # HEAD refused: nothing known
+    # No HEAD (gone, or refused): nothing says it is not an MD5; a HEAD showing SSE-KMS does.
+    assert by_heads(v(MD5_A), v(MD5_B), None, plain)[0] is Verdict.DIFFERENT
+    assert by_heads(v(MD5_A), v(MD5_B), None, kms)[0] is Verdict.UNKNOWN
     assert by_heads(v(MD5_A + "-2"), v(MD5_B), plain, plain)[0] is Verdict.UNKNOWN  # multipart
     # A checksum outweighs the ETags: an SSE-KMS pair with equal CRCs is the same content.
     crc = {"ChecksumCRC32": "AAAA==", "ServerSideEncryption": "aws:kms"}

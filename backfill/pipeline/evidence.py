@@ -43,9 +43,13 @@ def plain_md5(etag: str) -> bool:
 
 
 def is_md5(v: Version, head: Head | None) -> bool:
-    """The version's ETag is the MD5 of its content (single part, not SSE-KMS, not SSE-C)."""
-    if not plain_md5(v.etag) or head is None:
+    """The version's ETag is the MD5 of its content: single part, and HEAD shows neither SSE-KMS nor SSE-C.
+    Without a HEAD (the version is gone, or refused it) nothing says otherwise: a single-part ETag is taken
+    for an MD5, as S3 makes it for every object that is not SSE-KMS or SSE-C."""
+    if not plain_md5(v.etag):
         return False
+    if head is None:
+        return True
     return head.get("ServerSideEncryption") not in _KMS and not head.get("SSECustomerAlgorithm")
 
 
