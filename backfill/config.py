@@ -130,6 +130,8 @@ class Side:
     lean: bool = True  # the hot calls on the lean HTTP path (s3.Wire); False: all through botocore
     read_timeout: float = 60.0  # seconds a request may go without a byte from the server (lean path)
     expected_owner: str | None = None  # the bucket's account, sent with every request (ExpectedBucketOwner)
+    request_payer: bool = False  # x-amz-request-payer: requester on every request (--request-payer requester)
+    sse_c_key: str | None = None  # the file holding this side's SSE-C customer key (--source/--dest-sse-c-key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,6 +133,14 @@ _NEEDS = {
 }
 
 
+def is_kms_denial(message: str) -> bool:
+    """Whether an S3 denial's message is KMS's: S3 passes on what KMS said ("The ciphertext refers to a
+    customer master key that does not exist, does not exist in this region, or you are not allowed to
+    access.", or one naming a kms: action)."""
+    m = message.lower()
+    return "kms:" in m or "ciphertext refers to a customer master key" in m or "kms key" in m
+
+
 def error_code(exc: ClientError) -> str:
     err: dict[str, Any] = exc.response.get("Error", {})
     return str(err.get("Code", ""))
@@ -165,6 +173,14 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
             return RetryableError(f"{what}: {code or status} (throttled)", throttled=True)
         if code in RETRY_CODES or status >= 500:
             return RetryableError(f"{what}: {code or status}: {msg}", ambiguous=status >= 500)
+        if (code in DENIED_CODES or status == 403) and is_kms_denial(msg):
+            who = f" with {profile_hint}" if profile_hint else ""
+            return AccessDenied(
+                f"access denied by KMS{who} on {what} ({code}: {msg}): the version is SSE-KMS encrypted; the "
+                "copying principal needs kms:Decrypt on its key, granted in the key's policy for a principal of "
+                "another account (and kms:GenerateDataKey on the replica's key); objects under the AWS-managed "
+                "aws/s3 key cannot be read from another account: re-encrypt them with a customer-managed key"
+            )
         if code in DENIED_CODES or status == 403:
             who = f" with {profile_hint}" if profile_hint else ""
             needs = _NEEDS.get(what.partition(" ")[0])

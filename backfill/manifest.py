@@ -20,6 +20,7 @@ shard-local (every row carries its shard) so a shard can later move elsewhere.
 from __future__ import annotations
 
 import contextlib
+import heapq
 import os
 import re
 import sqlite3
@@ -76,9 +77,17 @@ CREATE TABLE upload (token TEXT PRIMARY KEY, key TEXT NOT NULL, upload_id TEXT, 
     3: """
 -- attempts: outcomes recorded for the version (runs that tried it). failed_at: Unix time of its last failure.
 ALTER TABLE version ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE version ADD COLUMN failed_at REAL
+ALTER TABLE version ADD COLUMN failed_at REAL;
+-- Skipped versions that a later run may be able to copy (archived ones once restored, SSE-C ones once the
+-- key is given): a resume revisits them too. The WHERE is RETRY_WHERE, word for word (SQLite uses a partial
+-- index only for a query with the same condition).
+CREATE INDEX IF NOT EXISTS version_retry ON version (shard, key, seq)
+    WHERE state = 3 AND (why LIKE 'archived%' OR why LIKE 'SSE-C%')
 """,
 }
+# Skipped versions a later run retries: their reasons begin with these words (pipeline/copier.py writes them).
+RETRY_PREFIXES = ("archived", "SSE-C")
+RETRY_WHERE = "state = 3 AND (why LIKE 'archived%' OR why LIKE 'SSE-C%')"
 
 
 _ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)")
@@ -420,17 +429,17 @@ class Manifest:
         return [OpenUpload(t, k, u, s) for t, k, u, s in rows]
 
     def unfinished(self, shard: int) -> Iterator[KeyJob]:
-        """Keys of a shard with pending or failed versions, as jobs from the first unfinished one.
+        """Keys of a shard with pending or failed versions — or skipped ones a later run may copy (archived,
+        SSE-C: RETRY_WHERE) — as jobs from the first unfinished one.
 
-        Streams through the partial index: a resume holds one key at a time.
+        Streams through the two partial indexes, merged by key: a resume holds one key at a time.
         """
-        cur = self.conn.execute(
-            "SELECT v.key, v.seq, v.vid, v.state, v.size, v.etag, v.dm, v.sc FROM version v "
-            "WHERE v.shard = ? AND v.state IN (0, 2) ORDER BY v.key, v.seq",
-            (shard,),
-        )
+        columns = "SELECT key, seq, vid, state, size, etag, dm, sc FROM version"
+        todo = self.conn.execute(f"{columns} WHERE shard = ? AND state IN (0, 2) ORDER BY key, seq", (shard,))
+        retry = self.conn.execute(f"{columns} WHERE shard = ? AND {RETRY_WHERE} ORDER BY key, seq", (shard,))
         job: KeyJob | None = None
-        for key, seq, vid, _state, size, etag, dm, sc in cur:
+        rows = heapq.merge(todo, retry, key=lambda r: (r[0].encode(), r[1]))
+        for key, seq, vid, _state, size, etag, dm, sc in rows:
             if job is None or job.key != key:
                 if job is not None:
                     yield job
@@ -467,6 +476,12 @@ class Manifest:
             by_state[State(state).name.lower()] = Totals(n, b)
         dms = self.conn.execute("SELECT count(*) FROM version WHERE dm = 1").fetchone()[0]
         return Summary(self.job(), shards[0], shards[1], by_state, dms)
+
+    def archived(self) -> int:
+        """Versions skipped as archived (GLACIER, DEEP_ARCHIVE, …, not restored): a later run retries them."""
+        return int(
+            self.conn.execute("SELECT count(*) FROM version WHERE state = 3 AND why LIKE 'archived%'").fetchone()[0]
+        )
 
     def problems(self, limit: int) -> list[dict[str, object]]:
         rows = self.conn.execute(

@@ -38,6 +38,7 @@ class Counters:
     recovered: int = 0  # found already in the replica after a crash, recorded without copying
     failed: int = 0
     skipped: int = 0
+    expired_retentions: int = 0  # Object Lock retentions already expired at the copy: left out (S3 refuses them)
     listed_by_shard: dict[int, int] = field(default_factory=dict)  # for an ETA before listing ends
     finished_shards: set[int] = field(default_factory=set)
     pacing: Callable[[], dict[str, Any]] | None = None  # concurrency and throttling figures, for the JSON log

@@ -283,7 +283,10 @@ def _seed_for_owners(seaweed: Store, proxy: OwnerProxy) -> tuple[str, str]:
         c.put_object(Bucket=src, Key=f"k{i}", Body=f"{i}".encode())
     c.put_object(Bucket=src, Key="k0", Body=b"second")
     c.delete_object(Bucket=src, Key="k1")  # a delete marker: DeleteObject in the replica
-    c.put_object(Bucket=src, Key="big", Body=b"B" * (6 * MiB))  # a multipart copy above 5 MiB
+    # A multipart copy above 5 MiB. Without a checksum (an object from before S3's default checksums; the SDK
+    # would send a CRC32, which the copy would keep and verify would decide by): verify --deep reads it.
+    old = seaweed.new_client(request_checksum_calculation="when_required")
+    old.put_object(Bucket=src, Key="big", Body=b"B" * (6 * MiB))
     return src, dst
 
 

@@ -735,3 +735,30 @@ def test_apply_without_yes_shows_the_steps_and_asks_on_a_terminal(aws: Aws) -> N
     yes = answer("y\n")
     assert yes.returncode == 0, yes.stderr
     assert steps(yes.stdout)[9] == "created", yes.stdout
+
+
+def test_a_locked_source_gets_a_replica_with_object_lock(aws: Aws) -> None:
+    """S3 keeps a version's retention only in a bucket with Object Lock, and replication from a locked source
+    needs Object Lock on the destination (DstBucketObjectLockConfigMissing): apply creates the replica with
+    it, and check reports an existing replica without it (moto implements Object Lock)."""
+    src, rep = pair()
+    s3_src = aws.client("s3", SOURCE, SOURCE_REGION)
+    s3_src.create_bucket(
+        Bucket=src, CreateBucketConfiguration={"LocationConstraint": SOURCE_REGION}, ObjectLockEnabledForBucket=True
+    )
+    r = aws.setup("apply", src, rep, "--yes")
+    assert r.code == 0, r.stderr
+    s3_rep = aws.client("s3", REPLICA, REPLICA_REGION)
+    lock = s3_rep.get_object_lock_configuration(Bucket=rep)["ObjectLockConfiguration"]
+    assert lock["ObjectLockEnabled"] == "Enabled"
+
+    src2, rep2 = pair()
+    s3_src.create_bucket(
+        Bucket=src2, CreateBucketConfiguration={"LocationConstraint": SOURCE_REGION}, ObjectLockEnabledForBucket=True
+    )
+    s3_rep.create_bucket(Bucket=rep2, CreateBucketConfiguration={"LocationConstraint": REPLICA_REGION})
+    r = aws.setup("check", src2, rep2)
+    assert r.code == 1
+    assert any("has no Object Lock and the source has" in x for x in drifts(r.stdout)), r.stdout
+    r = aws.setup("apply", src2, rep2, "--yes")
+    assert r.code == 2 and "put-object-lock-configuration" in one_line_error(r), r.stdout + r.stderr

@@ -103,6 +103,30 @@ ExpectedSourceOwner = Annotated[
         "ExpectedSourceBucketOwner), and S3 refuses it if a mistyped name points at someone else's bucket.",
     ),
 ]
+RequestPayer = Annotated[
+    str | None,
+    typer.Option(
+        "--request-payer",
+        help="requester: for a Requester Pays source, every request says that this account pays for it "
+        "(x-amz-request-payer), as S3 requires of everyone but the bucket's owner.",
+    ),
+]
+SourceSseCKey = Annotated[
+    str | None,
+    typer.Option(
+        "--source-sse-c-key",
+        help="A file holding the customer key (32 bytes, raw or base64) of the source's SSE-C versions; "
+        "without it they are skipped. Never logged or stored.",
+    ),
+]
+DestSseCKey = Annotated[
+    str | None,
+    typer.Option(
+        "--dest-sse-c-key",
+        help="A file holding a customer key (32 bytes, raw or base64) to encrypt the replica's copies with "
+        "(SSE-C). Never logged or stored.",
+    ),
+]
 ExpectedDestOwner = Annotated[
     str | None,
     typer.Option("--expected-dest-owner", help="The replica bucket's account ID (ExpectedBucketOwner on each call)."),
@@ -125,6 +149,9 @@ class SideOptions:
     read_timeout: ReadTimeout = 60.0
     expected_source_owner: ExpectedSourceOwner = None
     expected_dest_owner: ExpectedDestOwner = None
+    request_payer: RequestPayer = None
+    source_sse_c_key: SourceSseCKey = None
+    dest_sse_c_key: DestSseCKey = None
 
     def build(self, source: str, dest: str) -> tuple[Side, Side]:
         """The two sides, checked (each mistake is one UserError)."""
@@ -135,6 +162,9 @@ class SideOptions:
         lean = self.http == "lean"
         src_owner = check_account("--expected-source-owner", self.expected_source_owner)
         dst_owner = check_account("--expected-dest-owner", self.expected_dest_owner)
+        if self.request_payer not in (None, "requester"):
+            raise UserError(f"--request-payer takes 'requester' (S3's only value), not {self.request_payer!r}")
+        payer = self.request_payer == "requester"  # both sides: a copy sent to the replica reads the source
         src_ep = endpoint(self.source_endpoint_url, self.endpoint_url)
         dst_ep = endpoint(self.dest_endpoint_url, self.endpoint_url)
         return (
@@ -146,8 +176,20 @@ class SideOptions:
                 lean,
                 self.read_timeout,
                 src_owner,
+                payer,
+                self.source_sse_c_key,
             ),
-            Side(parse_s3_url(dest), self.dest_profile, self.dest_region, dst_ep, lean, self.read_timeout, dst_owner),
+            Side(
+                parse_s3_url(dest),
+                self.dest_profile,
+                self.dest_region,
+                dst_ep,
+                lean,
+                self.read_timeout,
+                dst_owner,
+                payer,
+                self.dest_sse_c_key,
+            ),
         )
 
     @property

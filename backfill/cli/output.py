@@ -51,6 +51,11 @@ def copy_lines(s: Mapping[str, Any]) -> list[str]:
         f"({t['versions_per_second']:,.0f}/s), {t['failed']:,} failed, {t['skipped']:,} skipped"
         + (f", {t['recovered_after_crash']} found already copied" if t["recovered_after_crash"] else "")
     ]
+    if t.get("expired_retentions"):
+        out.append(
+            f"{t['expired_retentions']:,} version(s) had an Object Lock retention that had already expired: copied "
+            "without it (S3 refuses a retain-until date in the past); their legal holds were carried"
+        )
     if t["retries"] or t["concurrency_cuts"]:
         cc = t["concurrency"]
         out.append(

@@ -82,7 +82,9 @@ def status(
             typer.echo(
                 f"{written:,} {' and '.join(s.name.lower() for s in wanted)} versions written to {report}", err=True
             )
-        s, problems, reasons = guard(lambda: (m.summary(), m.problems(limit), m.reasons()), path)
+        s, problems, reasons, archived = guard(
+            lambda: (m.summary(), m.problems(limit), m.reasons(), m.archived()), path
+        )
     finally:
         m.close()
     data: dict[str, Any] = {
@@ -94,6 +96,7 @@ def status(
         "delete_markers": s.delete_markers,
         "problems": reasons,
         "examples": problems,
+        "archived": archived,  # skipped as archived, not restored: the next run after a restore copies them
     }
     complete = s.shards > 0 and s.shards_listed == s.shards and s.count(State.PENDING) == 0
     data["complete"] = complete and s.count(State.FAILED) == 0
@@ -110,6 +113,8 @@ def status(
             t = s.by_state.get(name)
             if t:
                 lines.append(f"  {name:8} {t.versions:>12,}  {human_bytes(t.bytes)}")
+        if archived:
+            lines.append(f"  {archived:,} still archived: restore them (RestoreObject), then run the copy again")
         for reason, n in reasons.items():
             lines.append(f"  {n:,} × {reason}")
         for p in problems:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -17,10 +17,11 @@ from backfill.config import rebase
 from backfill.errors import AccessDenied, ObjectError, RetryableError
 from backfill.models import Item, KeyJob, State, Version
 from backfill.pipeline.checkpoint import Checkpoint
+from backfill.pipeline.evidence import Head, HeadFn, is_our_copy, may_be_ours
 from backfill.pipeline.lister import key_pages
 from backfill.pipeline.streams import receive_all
 from backfill.progress import Counters
-from backfill.s3 import Copier
+from backfill.s3 import SSE_C, SSE_C_SKIPPED_WHY, Bucket, Copier
 
 # Error codes that mean "this version cannot be had", not "this run is broken".
 _VANISHED = frozenset({"NoSuchVersion", "NoSuchKey", "404"})
@@ -85,6 +86,8 @@ class Workers:
                         State.SKIPPED,
                         why=f"archived ({v.storage_class or 'GLACIER'}), not restored: restore it, then run again",
                     )
+                elif exc.code == SSE_C:  # no key for it: skipped, not blocking (a run with the key copies it)
+                    await self._record(job, it, State.SKIPPED, why=SSE_C_SKIPPED_WHY)
                 elif exc.code in _VANISHED:
                     await self._record(job, it, State.SKIPPED, why="vanished from the source since it was listed")
                 else:
@@ -129,15 +132,40 @@ class Workers:
                     newest = newest_first[0]
             if newest is None:
                 return None
-            known = job.known | {x.replica_version_id for x in job.items if x.replica_version_id}
-            if newest.version_id in known or not _same(it.version, newest):
+            recorded = job.known | {x.replica_version_id for x in job.items if x.replica_version_id}
+            if not may_be_ours(
+                newest, recorded=recorded, source_ids=self._source_ids(job), since=self.first_run_started
+            ):
                 return None
-            since = self.first_run_started - timedelta(minutes=5) if self.first_run_started else None
-            if since is not None and newest.last_modified and _parse(newest.last_modified) < since:
+            if not await is_our_copy(
+                it.version, newest, self._head_source(it.version), self._head_replica(dkey, newest)
+            ):
                 return None
             return newest.version_id
 
         return check
+
+    @staticmethod
+    def _source_ids(job: KeyJob) -> set[str]:
+        return {x.version.version_id for x in job.items}
+
+    def _head_source(self, v: Version) -> HeadFn:
+        return self._head(self.copier.source, v.key, v.version_id)
+
+    def _head_replica(self, dkey: str, r: Version) -> HeadFn:
+        return self._head(self.copier.dest, dkey, r.version_id)
+
+    @staticmethod
+    def _head(bucket: Bucket, key: str, version_id: str) -> HeadFn:
+        """A HEAD with checksums for the evidence; None when refused (SSE-C without its key, gone)."""
+
+        async def head() -> Head | None:
+            try:
+                return await bucket.head(key, version_id, checksums=True)
+            except ObjectError:
+                return None
+
+        return head
 
     async def reconcile(self, job: KeyJob, dkey: str) -> None:
         """Versions of this key may have reached the replica before the last run died.
@@ -154,36 +182,24 @@ class Workers:
         async for complete, _done in key_pages(self.copier.dest, dkey, None, dkey, first_page=1000):
             for newest_first in complete:
                 history = newest_first[::-1]
-        since = (self.first_run_started - timedelta(minutes=5)) if self.first_run_started else None
+        source_ids = self._source_ids(job)
         tail: list[Version] = []
         for r in reversed(history):
             if r.version_id in job.known:
                 break  # everything older is accounted for
-            if since is not None and r.last_modified and _parse(r.last_modified) < since:
+            if not may_be_ours(r, recorded=job.known, source_ids=source_ids, since=self.first_run_started):
+                if r.version_id in source_ids:
+                    continue  # live replication's copy of a source version: not ours, not in our way
                 break  # there before this job started: not ours
             tail.append(r)
         tail.reverse()
         todo = [it for it in job.items if it.state is not State.COPIED]
         for it, r in zip(todo, tail, strict=False):
-            if not _same(it.version, r):
+            if not await is_our_copy(it.version, r, self._head_source(it.version), self._head_replica(dkey, r)):
                 break
             self.counters.recovered += 1
             await self.checkpoint.outcome(job.key, it.seq, State.COPIED, r.version_id)
             it.state, it.replica_version_id = State.COPIED, r.version_id
-
-
-def _parse(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
-
-
-def _same(src: Version, replica: Version) -> bool:
-    if src.is_delete_marker or replica.is_delete_marker:
-        return src.is_delete_marker and replica.is_delete_marker
-    if src.size != replica.size:
-        return False
-    a, b = src.etag, replica.etag
-    # A multipart ETag is no MD5: a copy may legitimately change it. Compare plain MD5s only.
-    return "-" in a or "-" in b or a == b
 
 
 async def copy_workers(w: Workers, jobs: MemoryObjectReceiveStream[KeyJob], n: int) -> None:

@@ -238,6 +238,11 @@ async def run_pipeline(
 
     checkpoint = Checkpoint(manifest)
     copier = Copier(sides.src, sides.dst, cfg.options, sides.carry_lock, journal=checkpoint)
+
+    def expired_retention() -> None:
+        counters.expired_retentions += 1
+
+    copier.on_expired_retention = expired_retention
     producers = _Producers(cfg, sides, plan, copier, checkpoint, counters, hooks)
     producers.inventory = inventory
     if manifest is None:

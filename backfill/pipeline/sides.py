@@ -18,6 +18,7 @@ from typing import Any
 from backfill.config import RunConfig
 from backfill.errors import UserError
 from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
+from backfill.pipeline.kms import kms_preflight
 from backfill.s3 import LIST_POOL, Bucket, Sessions, open_bucket, reserve_open_files
 
 
@@ -111,7 +112,14 @@ async def preflight(cfg: RunConfig, src: Bucket, dst: Bucket) -> bool:
             f"replica bucket s3://{dst.name} has versioning {state}: enable it (replication needs it, and an "
             "overwrite there would lose data), or pass --allow-unversioned to copy the current versions anyway"
         )
-    return await src.object_lock_enabled()
+    carry_lock = await src.object_lock_enabled()
+    if carry_lock and not await dst.object_lock_enabled():
+        raise UserError(
+            f"source bucket s3://{src.name} has Object Lock and replica s3://{dst.name} has not: S3 refuses a "
+            "locked version's retention there (and replication needs Object Lock on the destination): create "
+            "the replica with Object Lock (`backfill setup apply` does for a locked source)"
+        )
+    return carry_lock
 
 
 @contextlib.asynccontextmanager
@@ -130,4 +138,5 @@ async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
         began = time.monotonic()
         carry_lock = await preflight(cfg, src, dst)
         rtt = (time.monotonic() - began) / 2  # two requests: the replica's versioning, the source's Object Lock
+        await kms_preflight(cfg, src, sessions)
         yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, rtt)

@@ -16,7 +16,17 @@ from backfill.pipeline.sides import PaceStats
 from backfill.progress import Counters
 
 # The counters of a run that add up across shards (progress and outcomes carry these).
-COUNTED = ("listed", "listed_bytes", "copied", "copied_bytes", "delete_markers", "recovered", "failed", "skipped")
+COUNTED = (
+    "listed",
+    "listed_bytes",
+    "copied",
+    "copied_bytes",
+    "delete_markers",
+    "recovered",
+    "failed",
+    "skipped",
+    "expired_retentions",
+)
 JOB_KEYS = ("versions", "copied", "failed", "skipped", "pending", "shards", "shards_listed")
 
 
@@ -54,6 +64,7 @@ def build(
             "recovered_after_crash": t.get("recovered", 0),
             "failed": t.get("failed", 0),
             "skipped": t.get("skipped", 0),
+            "expired_retentions": t.get("expired_retentions", 0),
             "versions_per_second": round(t.get("copied", 0) / elapsed, 1) if elapsed > 0 else 0.0,
             "first_copy_seconds": round(first_copy_seconds, 3) if first_copy_seconds is not None else None,
             "retries": pacing.retries,

@@ -28,14 +28,14 @@ from backfill.errors import ObjectError, UserError
 from backfill.manifest import Manifest
 from backfill.models import Shard, Version
 from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
+from backfill.pipeline.evidence import Verdict, by_heads
 from backfill.pipeline.lister import key_pages
 from backfill.pipeline.shards import AUTO_TARGET, discover
 from backfill.progress import Display
 from backfill.report import Difference, ReportWriter
-from backfill.s3 import Bucket, Sessions, open_bucket
+from backfill.s3 import SSE_C, Bucket, Sessions, open_bucket
 
 MAX_JOINERS = 8
-CHECKSUMS = ("ChecksumCRC64NVME", "ChecksumSHA256", "ChecksumSHA1", "ChecksumCRC32C", "ChecksumCRC32")
 CATEGORIES = (
     "missing_in_replica",
     "extra_in_replica",
@@ -73,10 +73,6 @@ class KeyPair:
     key: str  # source key
     source: list[Version]  # oldest first
     replica: list[Version]  # oldest first
-
-
-def _plain_md5(etag: str) -> bool:
-    return len(etag) == 32 and "-" not in etag
 
 
 class Verifier:
@@ -256,26 +252,12 @@ class Verifier:
             hs = await self.src.head(key, s.version_id, checksums=True)
             hd = await self.dst.head(self.dest_key(key), d.version_id, checksums=True)
         except ObjectError as exc:
-            if "400" in str(exc) or "BadRequest" in str(exc):
-                return None, "HeadObject refused (SSE-C encrypted?): needs the customer key"
+            if exc.code == SSE_C or "400" in str(exc) or "BadRequest" in str(exc):
+                return None, "HeadObject refused (SSE-C encrypted?): pass --source-sse-c-key / --dest-sse-c-key"
             raise
-        for alg in CHECKSUMS:
-            a, b = hs.get(alg), hd.get(alg)
-            if not a or not b:
-                continue
-            name = alg.removeprefix("Checksum")
-            if a == b:
-                return True, f"checksum {name}"
-            if "-" not in a and "-" not in b:
-                return False, f"{name} checksum differs ({a} vs {b})"
-        kms = {"aws:kms", "aws:kms:dsse"}
-        if (
-            _plain_md5(s.etag)
-            and _plain_md5(d.etag)
-            and hs.get("ServerSideEncryption") not in kms
-            and hd.get("ServerSideEncryption") not in kms
-        ):
-            return False, f"MD5 differs (ETag {s.etag} vs {d.etag})"
+        verdict, how = by_heads(s, d, hs, hd)
+        if verdict is not Verdict.UNKNOWN:
+            return verdict is Verdict.SAME, how
         if self.cfg.deep:
             same = await self._same_content(key, s, d)
             return same, "content compared" if same else "content differs (compared byte by byte)"

@@ -42,11 +42,15 @@ from backfill.s3.listing import (
     parse_list_delimited,
     parse_list_versions,
 )
+from backfill.s3.sse_c import SKIPPED_WHY as SSE_C_SKIPPED_WHY
+from backfill.s3.sse_c import SSE_C
 from backfill.s3.wire import SLOWEST_COPY, Wire, copy_headers, copy_source_header
 
 __all__ = [
     "LIST_POOL",
     "SLOWEST_COPY",
+    "SSE_C",
+    "SSE_C_SKIPPED_WHY",
     "START_POLICY",
     "Bucket",
     "Copier",

@@ -17,6 +17,7 @@ from botocore.exceptions import ClientError
 from backfill.errors import ObjectError, RetryableError, UserError, classify
 from backfill.pacing import Pacer, RetryPolicy
 from backfill.s3.listing import ENTRIES, VersionPage
+from backfill.s3.sse_c import SSE_C, CustomerKey
 from backfill.s3.wire import Wire
 
 START_POLICY = RetryPolicy(attempts=4)  # ≈1.4 s of backoff at most before the first request gives up
@@ -40,6 +41,8 @@ class Bucket:
         self.expected_owner: str | None = None  # the account that must own this bucket (every request says so)
         self.expected_source_owner: str | None = None  # the account that must own the bucket copies come from
         self.list_calls = 0  # ListObjectVersions and ListObjectsV2 pages asked for (the estimate counts them)
+        self.request_payer = False  # every request says the requester pays (--request-payer requester)
+        self.customer_key: CustomerKey | None = None  # SSE-C: this side's key (--source/--dest-sse-c-key)
 
     def expect_source_owner(self, account: str | None) -> None:
         """Copies into this bucket also name the account that must own their source bucket."""
@@ -130,16 +133,17 @@ class Bucket:
                 f"the session token of {self.who} is expired or invalid ({code}): renew the credentials "
                 "(aws sso login, or a new session)"
             )
+        payer = "" if self.request_payer else ", or, for a Requester Pays bucket, pass --request-payer requester"
         if self.expected_owner:
             option = "--expected-source-owner" if self.label == "source" else "--expected-dest-owner"
             return UserError(
                 f"access denied to {self.label} bucket s3://{self.name} with {self.who}: the bucket is not owned by "
                 f"account {self.expected_owner} ({option}), or these credentials may not read it: check the bucket "
-                f"name and {option}, or grant s3:ListBucket"
+                f"name and {option}, or grant s3:ListBucket{payer}"
             )
         return UserError(
             f"access denied to {self.label} bucket s3://{self.name} with {self.who}: grant "
-            "s3:ListBucket (and the copy permissions), or use other credentials"
+            f"s3:ListBucket (and the copy permissions), or use other credentials{payer}"
         )
 
     async def versioning(self) -> str:
@@ -214,12 +218,29 @@ class Bucket:
             params["PartNumber"] = part_number
         if checksums:
             params["ChecksumMode"] = "ENABLED"
-        r: dict[str, Any] = await self.call(f"HeadObject {self.url(key)}", "head_object", **params)
+        what = f"HeadObject {self.url(key)}"
+        try:
+            r: dict[str, Any] = await self.call(what, "head_object", **params)
+        except ObjectError as exc:
+            if exc.code not in ("400", "BadRequest"):
+                raise
+            # S3 answers 400 to a HEAD of an SSE-C object without its key: with the key if we have it.
+            if self.customer_key is None:
+                option = "--source-sse-c-key" if self.label == "source" else "--dest-sse-c-key"
+                raise ObjectError(f"{what}: 400, SSE-C encrypted? pass {option} FILE", code=SSE_C) from None
+            r = await self.call(what, "head_object", **params, **self.customer_key.params())
         return r
 
     async def get_body(self, key: str, version_id: str) -> Any:
         """The streaming body of one version (the caller reads and closes it)."""
-        r = await self.call(f"GetObject {self.url(key)}", "get_object", Bucket=self.name, Key=key, VersionId=version_id)
+        what = f"GetObject {self.url(key)}"
+        params: dict[str, Any] = {"Bucket": self.name, "Key": key, "VersionId": version_id}
+        try:
+            r = await self.call(what, "get_object", **params)
+        except ObjectError as exc:
+            if self.customer_key is None or exc.code not in ("InvalidArgument", "InvalidRequest", "400"):
+                raise
+            r = await self.call(what, "get_object", **params, **self.customer_key.params())  # SSE-C: with the key
         return r["Body"]
 
     async def tagging(self, key: str, version_id: str) -> str:

@@ -37,6 +37,7 @@ from backfill.s3.bucket import Bucket
 from backfill.s3.http1 import Pool
 from backfill.s3.listing import capture_versions_body
 from backfill.s3.sigv4 import Signer
+from backfill.s3.sse_c import read_key
 from backfill.s3.wire import Wire
 
 
@@ -203,6 +204,14 @@ async def open_bucket(
             bucket = Bucket(client, side.url.bucket, label, who(side.profile), pacer, list_pacer)
             bucket.expected_owner = side.expected_owner
             client.meta.events.register("before-parameter-build.s3", bucket.owner_params)
+            client.meta.events.register("before-sign.s3.CopyObject", lock_content_md5)
+            if side.request_payer:
+                bucket.request_payer = True
+                client.meta.events.register("before-sign.s3", request_payer_header)
+            if side.sse_c_key:
+                bucket.customer_key = read_key(
+                    side.sse_c_key, f"--{'source' if label == 'source' else 'dest'}-sse-c-key"
+                )
             actual = await bucket.check_access()
             if actual and actual != region and not side.region:
                 region = actual
@@ -216,6 +225,7 @@ async def open_bucket(
                 bucket.wire = await _open_wire(session, client, bucket.name, pool, side.read_timeout)
                 if bucket.wire is not None:
                     bucket.wire.expected_owner = side.expected_owner
+                    bucket.wire.request_payer = side.request_payer
             try:
                 yield bucket
             finally:
@@ -226,6 +236,29 @@ async def open_bucket(
             with anyio.CancelScope(shield=True):
                 await ctx.__aexit__(None, None, None)
     raise UserError(f"cannot settle the region of {label} bucket s3://{side.url.bucket}")
+
+
+EMPTY_MD5 = "1B2M2Y8AsgTpgAmY7PhCfg=="  # base64 of the MD5 of no bytes
+
+
+def lock_content_md5(request: Any, **_: Any) -> None:
+    """botocore's before-sign hook of CopyObject: a copy carrying Object Lock settings also carries the
+    Content-MD5 of its (empty) body, which S3 requires of an upload with Object Lock settings (S3 API
+    reference, PutObject: "The Content-MD5 or x-amz-sdk-checksum-algorithm header is required for any
+    request to upload an object with a retention period configured using Amazon S3 Object Lock") and moto
+    requires of a copy too. Correct for any request without a body."""
+    h = request.headers
+    if any(k.lower().startswith("x-amz-object-lock-") for k in h) and "Content-MD5" not in h and not request.body:
+        h["Content-MD5"] = EMPTY_MD5
+
+
+def request_payer_header(request: Any, **_: Any) -> None:
+    """botocore's before-sign hook of a Requester Pays run: `x-amz-request-payer: requester` on every
+    request, signed ("For DELETE, GET, HEAD, POST, and PUT requests, include x-amz-request-payer :
+    requester in the header", S3 User Guide, "Downloading objects from Requester Pays buckets"). A header
+    rather than the RequestPayer parameter, which some requests' models lack (HeadBucket,
+    GetBucketVersioning, GetObjectLockConfiguration)."""
+    request.headers["x-amz-request-payer"] = "requester"
 
 
 async def _open_wire(

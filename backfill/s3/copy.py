@@ -12,6 +12,8 @@ from backfill.config import MAX_PART, MAX_PARTS, MIN_PART, CopyOptions
 from backfill.errors import ObjectError, UserError
 from backfill.models import Version
 from backfill.s3.bucket import Bucket, Landed
+from backfill.s3.lock import lock_params
+from backfill.s3.sse_c import refused_for_key
 from backfill.s3.wire import copy_headers
 
 # Headers that CreateMultipartUpload does not inherit and a copy must carry itself.
@@ -56,6 +58,7 @@ class Copier:
         self.options = options
         self.carry_lock = carry_lock
         self.journal = journal
+        self.on_expired_retention: Callable[[], None] | None = None  # called per retention left out as expired
 
     def _target_params(self, v: Version) -> dict[str, Any]:
         p: dict[str, Any] = {}
@@ -69,15 +72,13 @@ class Copier:
         return p
 
     async def _lock_params(self, v: Version, head: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The version's retention and legal hold for its copy (s3/lock.py), an expired retention left out."""
         if not self.carry_lock:
             return {}
         h = head if head is not None else await self.source.head(v.key, v.version_id)
-        p: dict[str, Any] = {}
-        if h.get("ObjectLockMode"):
-            p["ObjectLockMode"] = h["ObjectLockMode"]
-            p["ObjectLockRetainUntilDate"] = h["ObjectLockRetainUntilDate"]
-        if h.get("ObjectLockLegalHoldStatus"):
-            p["ObjectLockLegalHoldStatus"] = h["ObjectLockLegalHoldStatus"]
+        p, expired = lock_params(h)
+        if expired and self.on_expired_retention is not None:
+            self.on_expired_retention()
         return p
 
     def _copy_source(self, v: Version) -> dict[str, str]:
@@ -105,26 +106,62 @@ class Copier:
             return await self.multipart_copy(v, dst_key, landed)
         what = f"CopyObject {self.source.url(v.key)}?versionId={v.version_id}"
         wire = self.dest.wire
-        if wire is not None and not self.carry_lock:
+        if wire is not None and not self.carry_lock and self.dest.customer_key is None:
             headers = copy_headers(self.source.name, v, self._target_params(v))
-            return await self.dest.pacer.run(
-                what,
-                lambda: wire.copy_object(dst_key, headers, v.size),
-                bucket=self.dest.name,
-                who=self.dest.who,
-                landed=landed,
-            )
+            try:
+                return await self.dest.pacer.run(
+                    what,
+                    lambda: wire.copy_object(dst_key, headers, v.size),
+                    bucket=self.dest.name,
+                    who=self.dest.who,
+                    landed=landed,
+                )
+            except ObjectError as exc:
+                if not refused_for_key(exc.code):
+                    raise
+                source_key = await self._source_key_after(v, exc)  # SSE-C: again, on botocore, with the key
+        else:
+            source_key = {}
         params = {
             "Bucket": self.dest.name,
             "Key": dst_key,
             "CopySource": self._copy_source(v),
             **self._target_params(v),
             **(await self._lock_params(v)),
+            **self._dest_key(),
+            **source_key,
         }
         if v.etag:
             params["CopySourceIfMatch"] = f'"{v.etag}"'
-        r = await self.dest.call(what, "copy_object", landed=_as_response(landed), **params)
+        try:
+            r = await self.dest.call(what, "copy_object", landed=_as_response(landed), **params)
+        except ObjectError as exc:
+            if source_key or not refused_for_key(exc.code):
+                raise
+            params.update(await self._source_key_after(v, exc))
+            r = await self.dest.call(what, "copy_object", landed=_as_response(landed), **params)
         return str(r.get("VersionId", "") or "")
+
+    def _dest_key(self) -> dict[str, Any]:
+        """SSE-C for the replica's copies (--dest-sse-c-key)."""
+        return self.dest.customer_key.params() if self.dest.customer_key is not None else {}
+
+    def _source_key(self, head: dict[str, Any]) -> dict[str, Any]:
+        """The copy-source customer key, for a source version that HEAD shows SSE-C encrypted."""
+        if head.get("SSECustomerAlgorithm") and self.source.customer_key is not None:
+            return self.source.customer_key.params(copy_source=True)
+        return {}
+
+    async def _source_key_after(self, v: Version, refusal: ObjectError) -> dict[str, Any]:
+        """A copy was refused (InvalidRequest): if the source version is SSE-C encrypted, the copy-source key
+        to send it again with; without a key, HEAD raises the SSE-C refusal (the version is skipped); an
+        object that is no SSE-C one keeps its refusal. S3 refuses copy-source key headers for an object without
+        SSE-C, so they are sent only for versions known to need them."""
+        head = await self.source.head(v.key, v.version_id)
+        key = self._source_key(head)
+        if not key:
+            raise refusal
+        return key
 
     async def part_sizes(self, v: Version) -> list[int]:
         """The source's part layout (HeadObject PartNumber=n), or a layout from --part-size.
@@ -169,7 +206,7 @@ class Copier:
     async def multipart_copy(
         self, v: Version, dst_key: str, landed: Callable[[], Awaitable[str | None]] | None = None
     ) -> str:
-        head = await self.source.head(v.key, v.version_id)
+        head = await self.source.head(v.key, v.version_id, checksums=True)
         sizes = await self.part_sizes(v)
         create: dict[str, Any] = {
             "Bucket": self.dest.name,
@@ -178,7 +215,10 @@ class Copier:
             **{f: head[f] for f in _CONTENT_FIELDS if head.get(f)},
             **self._target_params(v),
             **(await self._lock_params(v, head)),
+            **checksum_request(head),
+            **self._dest_key(),
         }
+        source_key = self._source_key(head)
         tags = await self.source.tagging(v.key, v.version_id)
         if tags:
             create["Tagging"] = tags
@@ -191,7 +231,7 @@ class Copier:
                 await self.journal.upload_ended(token)
             raise
         upload_id = up["UploadId"]
-        etags: list[str] = [""] * len(sizes)
+        parts: list[dict[str, Any]] = [{} for _ in sizes]
         try:
             if self.journal:
                 await self.journal.upload_created(token, dst_key, upload_id)
@@ -207,11 +247,15 @@ class Copier:
                     "PartNumber": n,
                     "CopySource": self._copy_source(v),
                     "CopySourceRange": f"bytes={start}-{end}",
+                    **source_key,
+                    **self._dest_key(),
                 }
                 if v.etag:
                     params["CopySourceIfMatch"] = f'"{v.etag}"'
                 r = await self.dest.call(f"UploadPartCopy {n}/{len(sizes)} of {what}", "upload_part_copy", **params)
-                etags[n - 1] = r["CopyPartResult"]["ETag"]
+                result = r["CopyPartResult"]
+                parts[n - 1] = {"ETag": result["ETag"], "PartNumber": n}
+                parts[n - 1].update({k: result[k] for k in PART_CHECKSUMS if result.get(k)})
 
             async with anyio.create_task_group() as tg:
                 for n in range(1, len(sizes) + 1):
@@ -223,7 +267,8 @@ class Copier:
                 Bucket=self.dest.name,
                 Key=dst_key,
                 UploadId=upload_id,
-                MultipartUpload={"Parts": [{"ETag": e, "PartNumber": i + 1} for i, e in enumerate(etags)]},
+                MultipartUpload={"Parts": parts},
+                **self._dest_key(),
             )
         except BaseException:
             with anyio.CancelScope(shield=True):
@@ -297,3 +342,31 @@ def _as_response(landed: Callable[[], Awaitable[str | None]] | None) -> Landed |
         return None if vid is None else {"VersionId": vid}
 
     return as_response
+
+
+PART_CHECKSUMS = ("ChecksumCRC32", "ChecksumCRC32C", "ChecksumCRC64NVME", "ChecksumSHA1", "ChecksumSHA256")
+_FULL_OBJECT_ALGORITHMS = frozenset({"CRC32", "CRC32C", "CRC64NVME"})
+
+
+def checksum_request(head: dict[str, Any]) -> dict[str, str]:
+    """CreateMultipartUpload's checksum for a copy of the version `head` describes.
+
+    A single CopyObject keeps the source's checksum algorithm by itself ("If the CopyObject request does
+    not include this x-amz-checksum-algorithm header, the checksum algorithm will be copied from the source
+    object", S3 API reference, CopyObject); a multipart copy has a checksum only if CreateMultipartUpload
+    asks for one. Asked: the source's algorithm and type — a full-object CRC is the same whatever the
+    parts, a composite one the same for the same part layout, which the copy reproduces — or, for a source
+    without one (or with a full-object SHA, which no multipart upload can have), CRC64NVME over the full
+    object, S3's default. The replica then has a checksum that survives encryption, for verify and for
+    recognising our own copies (pipeline/evidence.py).
+    """
+    for name in PART_CHECKSUMS:
+        value = head.get(name)
+        if not value:
+            continue
+        alg = name.removeprefix("Checksum")
+        kind = str(head.get("ChecksumType") or ("COMPOSITE" if "-" in str(value) else "FULL_OBJECT"))
+        if kind == "FULL_OBJECT" and alg not in _FULL_OBJECT_ALGORITHMS:
+            break
+        return {"ChecksumAlgorithm": alg, "ChecksumType": kind}
+    return {"ChecksumAlgorithm": "CRC64NVME", "ChecksumType": "FULL_OBJECT"}

@@ -85,6 +85,7 @@ class Wire:
         self.credentials_ttl = _CREDENTIALS_TTL
         self.expected_owner: str | None = None  # x-amz-expected-bucket-owner on every request
         self.expected_source_owner: str | None = None  # x-amz-source-expected-bucket-owner on CopyObject
+        self.request_payer = False  # x-amz-request-payer: requester on every request (a Requester Pays source)
         self._frozen: Any = None
         self._frozen_at = -math.inf
         self._date_second = -1
@@ -124,6 +125,8 @@ class Wire:
         signed = {"host": self.host, "x-amz-content-sha256": EMPTY_SHA256, "x-amz-date": amz_date, **headers}
         if self.expected_owner:
             signed["x-amz-expected-bucket-owner"] = self.expected_owner
+        if self.request_payer:
+            signed["x-amz-request-payer"] = "requester"
         if keys.token:
             signed["x-amz-security-token"] = keys.token
         query = canonical_query(params) if params else ""

@@ -24,6 +24,16 @@ def _region_of(exc_response: dict[str, Any]) -> str:
 # --- buckets ---------------------------------------------------------------------------
 
 
+async def _locked(ctx: Context, side: Side) -> bool:
+    """Whether the side's bucket has Object Lock (no when it does not exist or may not be read)."""
+    client = await ctx.clients.get(side, "s3")
+    try:
+        r = await client.get_object_lock_configuration(Bucket=side.bucket, ExpectedBucketOwner=side.account)
+    except ClientError:
+        return False
+    return bool(r.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+
+
 class Bucket(Resource):
     def __init__(self, side: Side) -> None:
         super().__init__(side, f"{side.name} bucket {side.bucket} ({side.region}, account {side.account})")
@@ -57,7 +67,10 @@ class Bucket(Resource):
         if region and region != s.region:
             raise self._elsewhere(region)
         await self._check_owner(ctx)
-        return {"region": region or s.region}
+        current: dict[str, Any] = {"region": region or s.region}
+        if s.name == "replica" and await _locked(ctx, ctx.cfg.source):
+            current["lock_missing"] = not await _locked(ctx, s)
+        return current
 
     def _elsewhere(self, region: str) -> UserError:
         s = self.side
@@ -87,13 +100,30 @@ class Bucket(Resource):
             )
 
     def drift(self, ctx: Context, current: Any) -> list[str]:
-        return [] if current else [f"the {self.side.name} bucket {self.side.bucket} does not exist"]
+        if not current:
+            return [f"the {self.side.name} bucket {self.side.bucket} does not exist"]
+        if current.get("lock_missing"):
+            return [
+                f"the replica bucket {self.side.bucket} has no Object Lock and the source has: its locked versions "
+                "cannot be replicated or backfilled there (enable it: aws s3api put-object-lock-configuration)"
+            ]
+        return []
 
     async def write(self, ctx: Context, current: Any) -> str:
         s = self.side
         params: dict[str, Any] = {"Bucket": s.bucket}
         if s.region != "us-east-1":
             params["CreateBucketConfiguration"] = {"LocationConstraint": s.region}
+        if s.name == "replica" and await _locked(ctx, ctx.cfg.source):
+            # A locked source's versions keep their retention only in a bucket with Object Lock (replication
+            # too needs it on the destination: DstBucketObjectLockConfigMissing); it is set at creation.
+            params["ObjectLockEnabledForBucket"] = True
+        if current and current.get("lock_missing"):
+            raise UserError(
+                f"the replica bucket {s.bucket} exists without Object Lock and the source has Object Lock: enable it "
+                f"(aws s3api put-object-lock-configuration --bucket {s.bucket} --object-lock-configuration "
+                "ObjectLockEnabled=Enabled), then apply again"
+            )
         client = await ctx.clients.get(s, "s3")
         try:
             await client.create_bucket(**params)

@@ -1,0 +1,79 @@
+"""Before a run: can the copying principal decrypt the source's SSE-KMS objects?
+
+Copies are sent by the replica's principal (`--dest-profile`). For an SSE-KMS source version S3 then
+decrypts with the version's KMS key on that principal's behalf, which another account may do only if
+the key's policy grants it `kms:Decrypt` (and its own IAM policy allows it); the AWS-managed `aws/s3`
+key's policy cannot be changed, so objects under it cannot be copied by another account at all (AWS
+re:Post, "Why do cross-account users receive Access Denied errors when they try to access my S3 objects
+that I encrypted with an AWS KMS customer managed key?"). S3 reports the denial as AccessDenied with
+KMS's message ("The ciphertext refers to a customer master key that does not exist, does not exist in
+this region, or you are not allowed to access.", seen on GetObject in
+ministryofjustice/modernisation-platform#3468).
+
+The check: HEAD the first versions of the first listing page; for the first SSE-KMS one, one ranged GET
+of its first byte as the copying principal. A denial naming KMS stops the run with one line naming the
+key and the grant. Anything else is left to the run (which reports it as it happens).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from backfill.config import RunConfig
+from backfill.errors import AccessDenied, BackfillError, UserError, is_kms_denial
+from backfill.pacing import Pacer, RateLimiter
+from backfill.s3 import Bucket, Sessions, open_bucket
+
+SAMPLE = 10  # object versions HEADed at most
+
+
+async def kms_preflight(cfg: RunConfig, src: Bucket, sessions: Sessions) -> None:
+    page = await src.list_versions(cfg.source.url.prefix, None, None, max_keys=50)
+    heads = 0
+    for v in page.entries:
+        if v.is_delete_marker or v.size == 0:
+            continue
+        if heads >= SAMPLE:
+            return
+        heads += 1
+        try:
+            head = await src.head(v.key, v.version_id)
+        except BackfillError:
+            continue  # not for this check to report
+        if head.get("ServerSideEncryption") not in ("aws:kms", "aws:kms:dsse"):
+            continue
+        await _probe(cfg, v.key, v.version_id, str(head.get("SSEKMSKeyId") or "its KMS key"), sessions)
+        return
+
+
+async def _probe(cfg: RunConfig, key: str, version_id: str, key_id: str, sessions: Sessions) -> None:
+    """One ranged GET of the version by the copying principal (the replica's credentials, the source's
+    region and endpoint)."""
+    side = dataclasses.replace(cfg.source, profile=cfg.dest.profile, lean=False)
+    who = f"profile {cfg.dest.profile}" if cfg.dest.profile else "the default credentials"
+    denial: AccessDenied | None = None
+    try:
+        async with open_bucket(side, "source", Pacer(None, RateLimiter(None)), pool=2, sessions=sessions) as b:
+            try:
+                r: Any = await b.call(
+                    f"GetObject s3://{b.name}/{key}",
+                    "get_object",
+                    Bucket=b.name,
+                    Key=key,
+                    VersionId=version_id,
+                    Range="bytes=0-0",
+                )
+                r["Body"].close()
+            except AccessDenied as exc:
+                denial = exc
+    except BackfillError:
+        return  # this principal may not open the source bucket itself (HeadBucket): the copies will tell
+    if denial is not None and is_kms_denial(str(denial)):
+        raise UserError(
+            f"the copying principal ({who}) may not decrypt s3://{cfg.source.url.bucket}/{key}, encrypted with "
+            f"SSE-KMS key {key_id}: grant it kms:Decrypt in that key's policy (and in its own IAM policy); if "
+            "it is the AWS-managed aws/s3 key, which no other account can use, re-encrypt the objects in the "
+            "source account with a customer-managed key, or run the copy as a principal of the source account "
+            "that may write the replica"
+        )
