@@ -166,6 +166,7 @@ class Tally:
     bytes: int = 0
     archived: int = 0  # GLACIER / DEEP_ARCHIVE versions: copied only if restored, else skipped
     list_requests: int = 0
+    preflight_heads: int = 0  # the run's KMS preflight HEADs (a sample of the first versions)
     classes: dict[str, ClassTally] = field(default_factory=dict)
 
     def add(self, v: Version, *, source_kms: bool | None = None) -> None:
@@ -183,7 +184,7 @@ class Tally:
         self.archived += (v.storage_class or "STANDARD") in ARCHIVED
 
     def requests(self) -> Requests:
-        total = Requests(list=self.list_requests)
+        total = Requests(list=self.list_requests, head=self.preflight_heads)
         for c in self.classes.values():
             total.add(c.requests)
         return total

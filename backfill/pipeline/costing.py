@@ -27,8 +27,10 @@ def count(tally: Tally, jobs: list[KeyJob]) -> None:
 
 
 def priced(cfg: RunConfig, sides: Sides, tally: Tally, *, shards: int, remaining: bool) -> Estimate:
-    """`tally` priced: LIST pages are those the source was asked for (with an inventory: none)."""
+    """`tally` priced: LIST pages are those the source was asked for (with an inventory: none), plus the
+    preflight's HEADs."""
     tally.list_requests = sides.src.list_calls
+    tally.preflight_heads = sides.preflight_heads
     timing = Timing(
         concurrency=cfg.concurrency,
         max_rps=cfg.max_rps,

@@ -28,14 +28,17 @@ from backfill.s3 import Bucket, Sessions, open_bucket
 SAMPLE = 10  # object versions HEADed at most
 
 
-async def kms_preflight(cfg: RunConfig, src: Bucket, sessions: Sessions) -> None:
+async def kms_preflight(cfg: RunConfig, src: Bucket, sessions: Sessions) -> int:
+    """Look at the first versions (HEAD, at most SAMPLE) and probe the first SSE-KMS one; the HEADs sent."""
+    if cfg.inventory is not None:
+        return 0  # the job is read from a report, not a listing (a KMS denial is still named as such mid-run)
     page = await src.list_versions(cfg.source.url.prefix, None, None, max_keys=50)
     heads = 0
     for v in page.entries:
         if v.is_delete_marker or v.size == 0:
             continue
         if heads >= SAMPLE:
-            return
+            return heads
         heads += 1
         try:
             head = await src.head(v.key, v.version_id)
@@ -44,7 +47,8 @@ async def kms_preflight(cfg: RunConfig, src: Bucket, sessions: Sessions) -> None
         if head.get("ServerSideEncryption") not in ("aws:kms", "aws:kms:dsse"):
             continue
         await _probe(cfg, v.key, v.version_id, str(head.get("SSEKMSKeyId") or "its KMS key"), sessions)
-        return
+        return heads
+    return heads
 
 
 async def _probe(cfg: RunConfig, key: str, version_id: str, key_id: str, sessions: Sessions) -> None:

@@ -79,6 +79,7 @@ class Sides:
     rate: RateLimiter  # --max-rps, shared by both pacers
     carry_lock: bool  # the source has Object Lock: copies carry its retention and legal holds
     rtt: float = 0.05  # seconds a bucket request took at preflight (the estimate's default latency)
+    preflight_heads: int = 0  # HEADs the KMS preflight sent (the estimate counts them)
 
     def pacing(self) -> PaceStats:
         lim = self.limiter
@@ -138,5 +139,5 @@ async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
         began = time.monotonic()
         carry_lock = await preflight(cfg, src, dst)
         rtt = (time.monotonic() - began) / 2  # two requests: the replica's versioning, the source's Object Lock
-        await kms_preflight(cfg, src, sessions)
-        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, rtt)
+        heads = await kms_preflight(cfg, src, sessions)
+        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, rtt, heads)
