@@ -1,6 +1,6 @@
 """A small HTTP/1.1 proxy that can answer for the server: emulations of what the local servers never say.
 
-    with Gate(upstream, rule=expired_tokens({"tok-1"})) as g:   # g.endpoint_url
+    with Gate(upstream, rule=expired_credentials({"night-0"})) as g:   # g.endpoint_url
         ...
 
 Each request's head is parsed and offered to `rule(method, target, headers)`: a rule returns the
@@ -15,7 +15,7 @@ a TLS terminator in front of a plain-HTTP fault proxy, so that the fault tests r
 
 Rules here stand for AWS behaviours that neither SeaweedFS nor moto shows:
 
-- `expired_tokens`: S3 answers a request signed with an expired session token with
+- `expired_credentials`: S3 answers a request signed with an expired session token with
   400 ExpiredToken ("The provided token has expired."), and an unknown one with 400
   InvalidToken ("The provided token is malformed or otherwise invalid."): the S3 API
   reference's list of error codes, https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html
@@ -68,24 +68,27 @@ def s3_error_response(
     return head + body
 
 
-def _token(headers: Mapping[str, str]) -> str:
-    return headers.get("x-amz-security-token", "")
+def access_key(headers: Mapping[str, str]) -> str:
+    """The access key a SigV4 request was signed with (Authorization: … Credential=KEY/date/…)."""
+    auth = headers.get("authorization", "")
+    _, found, rest = auth.partition("Credential=")
+    return rest.partition("/")[0] if found else ""
 
 
-def expired_tokens(expired: Collection[str], *, lifetime: float | None = None) -> Rule:
-    """ExpiredToken for requests signed with a token in `expired` (a set the test may change while
-    the gate runs), and, with `lifetime`, for tokens of the form `tok-<unix seconds>-…` issued more
-    than `lifetime` seconds ago (testbed.credentials issues such tokens)."""
+def expired_credentials(
+    revoked: Collection[str], *, issued: Callable[[], Mapping[str, float]] | None = None, lifetime: float = 0
+) -> Rule:
+    """ExpiredToken for requests signed with a key in `revoked` (a set the test may change while the
+    gate runs), and, given `issued` (key → time.time() of issue) and `lifetime`, for keys issued more
+    than `lifetime` seconds ago (testbed.credentials hands such keys out)."""
 
     def rule(method: str, target: str, headers: Mapping[str, str]) -> bytes | None:
-        token = _token(headers)
-        if not token:
-            return None
+        key = access_key(headers)
         stale = False
-        if lifetime is not None and token.startswith("tok-"):
-            with contextlib.suppress(ValueError, IndexError):
-                stale = time.time() - float(token.split("-")[1]) > lifetime
-        if token in expired or stale:
+        if issued is not None and lifetime:
+            when = issued().get(key)
+            stale = when is not None and time.time() - when > lifetime
+        if key in revoked or stale:
             return s3_error_response(400, "Bad Request", "ExpiredToken", "The provided token has expired.")
         return None
 

@@ -43,6 +43,7 @@ class Happened:
     fired: bool
     began: float = 0.0  # time.time() when the server was killed
     ended: float = 0.0  # time.time() when it answered again
+    next_copy: float = float("nan")  # seconds from `ended` to the next version recorded copied (with a manifest)
     note: str = ""
 
 
@@ -50,6 +51,7 @@ class Happened:
 class Outages:
     server: Server
     plan: Sequence[Outage]
+    manifest: str | None = None  # measure each outage's cost: seconds from the server's return to the next copy
     log: list[Happened] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -90,8 +92,12 @@ class Outages:
                     while slept < o.seconds:  # the outage is served in full even when the run has ended
                         time.sleep(min(0.1, o.seconds - slept))
                         slept += 0.1
+                    before = _copied(self.manifest) if self.manifest else 0
                     self.server.start()
-                    self.log.append(Happened(True, began, time.time()))
+                    h = Happened(True, began, time.time())
+                    self.log.append(h)
+                    if self.manifest:
+                        h.next_copy = _next_copy(self.manifest, before, h.ended, self._stop)
         except BaseException as exc:  # reported to the test by __exit__
             self.error = exc
 
@@ -102,6 +108,21 @@ def _count(manifest: str, sql: str) -> int:
             return int(db.execute(sql).fetchone()[0])
     except sqlite3.Error:
         return -1
+
+
+def _copied(manifest: str) -> int:
+    return _count(manifest, "SELECT count(*) FROM version WHERE state = 1")
+
+
+def _next_copy(manifest: str, before: int, since: float, stop: threading.Event, timeout: float = 120) -> float:
+    """Seconds from `since` until the manifest records more copies than `before` (polled every 20 ms;
+    the manifest's writer commits in batches, and that delay is included)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not stop.is_set():
+        if _copied(manifest) > before:
+            return time.time() - since
+        time.sleep(POLL)
+    return float("nan")
 
 
 def listing_started(manifest: str) -> Trigger:
@@ -127,15 +148,3 @@ def random_plan(rng: random.Random, manifest: str, total: int, n: int, seconds: 
     """`n` outages of random length, each at a random point of the copy (by versions recorded), in order."""
     points = sorted(rng.randrange(0, max(1, total * 9 // 10)) for _ in range(n))
     return [Outage(copied_at_least(manifest, p), rng.uniform(*seconds)) for p in points]
-
-
-def first_copy_after(manifest: str, moment: float, timeout: float = 120) -> float:
-    """Seconds from `moment` (time.time()) until the manifest records one more copied version than at the
-    call; polled every 20 ms (the manifest's writer commits in batches, which this includes)."""
-    base = _count(manifest, "SELECT count(*) FROM version WHERE state = 1")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if _count(manifest, "SELECT count(*) FROM version WHERE state = 1") > base:
-            return time.time() - moment
-        time.sleep(POLL)
-    return float("inf")
