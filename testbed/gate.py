@@ -52,7 +52,13 @@ _HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-enco
 
 
 def s3_error_response(
-    status: int, reason: str, code: str, message: str, extra: Mapping[str, str] | None = None
+    status: int,
+    reason: str,
+    code: str,
+    message: str,
+    extra: Mapping[str, str] | None = None,
+    *,
+    now: datetime | None = None,
 ) -> bytes:
     """S3's REST error response: an XML <Error> body with Code, Message, RequestId and the extra fields."""
     rid = uuid.uuid4().hex[:16].upper()
@@ -63,7 +69,8 @@ def s3_error_response(
     ).encode()
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/xml\r\nContent-Length: {len(body)}\r\n"
-        f"x-amz-request-id: {rid}\r\nDate: {formatdate(usegmt=True)}\r\nServer: AmazonS3\r\n\r\n"
+        f"x-amz-request-id: {rid}\r\nDate: {formatdate((now or datetime.now(UTC)).timestamp(), usegmt=True)}\r\n"
+        "Server: AmazonS3\r\n\r\n"
     ).encode()
     return head + body
 
@@ -117,6 +124,7 @@ def skewed_clock(offset: timedelta, *, max_skew: timedelta = timedelta(minutes=1
                 "ServerTime": server_now.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "MaxAllowedSkewMilliseconds": str(int(max_skew.total_seconds() * 1000)),
             },
+            now=server_now,  # the Date header shows the server's clock too
         )
 
     return rule
