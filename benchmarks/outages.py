@@ -73,7 +73,12 @@ def histories(c: Any, bucket: str) -> dict[str, list[dict[str, Any]]]:
     for page in c.get_paginator("list_object_versions").paginate(Bucket=bucket):
         for e in page.get("Versions", []) + page.get("DeleteMarkers", []):
             out.setdefault(e["Key"], []).append(
-                {"vid": e["VersionId"], "etag": e.get("ETag", ""), "size": e.get("Size", -1), "at": e["LastModified"].timestamp()}
+                {
+                    "vid": e["VersionId"],
+                    "etag": e.get("ETag", ""),
+                    "size": e.get("Size", -1),
+                    "at": e["LastModified"].timestamp(),
+                }
             )
     return out
 
