@@ -264,3 +264,89 @@ class Gate:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+class _TunnelHandler(socketserver.BaseRequestHandler):
+    server: _TunnelServer
+
+    def handle(self) -> None:
+        client: socket.socket = self.request
+        head = b""
+        while not head.endswith(b"\r\n\r\n") and len(head) < 65536:  # byte by byte: nothing past the head is read
+            byte = client.recv(1)
+            if not byte:
+                return
+            head += byte
+        line = head.decode("latin-1").partition("\r\n")[0]
+        method, _, rest = line.partition(" ")
+        target = rest.partition(" ")[0]
+        proxy = self.server.proxy
+        if method != "CONNECT":
+            proxy.count("refused")
+            client.sendall(b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        host, _, port = target.rpartition(":")
+        try:
+            upstream = socket.create_connection((host.strip("[]"), int(port)), timeout=10)
+        except OSError:
+            proxy.count("upstream_failed")
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            return
+        proxy.count("tunnels")
+        proxy.targets.add(target)
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        upstream.settimeout(None)
+
+        def pump(src: socket.socket, dst: socket.socket) -> None:
+            with contextlib.suppress(OSError):
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            with contextlib.suppress(OSError):
+                dst.shutdown(socket.SHUT_WR)
+
+        other = threading.Thread(target=pump, args=(upstream, client), daemon=True)
+        other.start()
+        pump(client, upstream)
+        other.join(timeout=60)
+        upstream.close()
+
+
+class _TunnelServer(socketserver.ThreadingTCPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    proxy: ConnectProxy
+
+
+class ConnectProxy:
+    """An HTTP proxy that only tunnels (CONNECT host:port), as HTTPS_PROXY points clients at one;
+    `stats` counts the tunnels, `targets` holds the host:port each one went to."""
+
+    def __init__(self) -> None:
+        self._server = _TunnelServer(("127.0.0.1", 0), _TunnelHandler)
+        self._server.proxy = self
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._lock = threading.Lock()
+        self._stats: Counter[str] = Counter()
+        self.targets: set[str] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    @property
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._stats)
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            self._stats[name] += 1
+
+    def __enter__(self) -> ConnectProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)

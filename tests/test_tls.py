@@ -225,3 +225,28 @@ def test_no_secret_or_certificate_path_leaks_into_the_manifest(tls_bed: TlsBed, 
     with sqlite3.connect(manifest) as db:
         dump = "\n".join(db.iterdump())
     assert tls_bed.https.env["AWS_SECRET_ACCESS_KEY"] not in dump
+
+
+@pytest.mark.parametrize("no_proxy", [False, True])
+def test_https_proxy_and_no_proxy_are_honoured(tls_bed: TlsBed, manifest: str, no_proxy: bool) -> None:
+    """HTTPS_PROXY as the AWS CLI reads it (https://docs.aws.amazon.com/cli/latest/userguide/
+    cli-configure-proxy.html): requests to an https endpoint go through the proxy (a CONNECT tunnel,
+    TLS end to end), unless NO_PROXY names the host. With a proxy in the way the lean client steps
+    aside and botocore carries every request; with NO_PROXY the lean path is used as usual."""
+    from testbed.gate import ConnectProxy
+
+    s = tls_bed.https
+    src, dst = s.buckets()
+    counts = seed_histories(tls_bed.plain, src, 30, seed=2)
+    with ConnectProxy() as proxy:
+        env = {"HTTPS_PROXY": proxy.url, "NO_PROXY": "localhost" if no_proxy else ""}
+        r = s.run("copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--json", env=env)
+        stats = proxy.stats
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["job"]["copied"] == counts["versions"] + counts["delete_markers"]
+    if no_proxy:
+        assert stats.get("tunnels", 0) == 0, stats
+    else:
+        assert stats.get("tunnels", 0) > 0, stats
+        assert proxy.targets == {tls_bed.server.info.https_url.removeprefix("https://")}
+    assert shape(s.history(src)) == shape(s.history(dst))
