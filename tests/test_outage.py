@@ -23,7 +23,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,8 +34,8 @@ import pytest
 from backfill.seaweed import seaweed_server
 from testbed.outage import Outage, Outages, copied_at_least, listing_started, random_plan, upload_open
 from testbed.tls import LocalCA
-from tests.conftest import Run, Store
-from tests.test_resume import _assert_exact_replica, seed_many
+from tests.conftest import Run, Store, copied_versions, start_cli
+from tests.test_resume import _assert_exact_replica, _wait_until, seed_many
 from tests.test_tls import HTTP_PATHS, TlsBed, plain_store, tls_store
 
 MiB = 1024 * 1024
@@ -155,4 +157,32 @@ def test_past_the_outage_timeout_it_stops_like_ctrl_c_and_the_resume_completes(
     assert states.get(1, 0) >= 300, "the copies made before the outage were not recorded"
     assert clean is not None
     r = _copy(s, src, dst, manifest, http)
+    _assert_complete(bed, r, src, dst, manifest, total)
+
+
+@pytest.mark.parametrize("http", HTTP_PATHS)
+def test_a_stopped_process_longer_than_the_read_timeout_goes_on(bed: TlsBed, manifest: str, http: str) -> None:
+    """Laptop sleep, as far as a container can show it: the process is stopped (SIGSTOP) for longer
+    than --read-timeout while requests are in flight, three times, then continued (SIGCONT). Unlike
+    a real suspend the clocks and the server go on meanwhile, so every request in flight looks
+    silent for too long on waking: each is retried (a write looked for in the replica first), and
+    the run ends exact, with nothing failed."""
+    s = bed.plain
+    src, dst = s.buckets()
+    total = seed_many(s, src, 1500)
+    args = ["copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--json", "--http", http]
+    p = start_cli(s, *args, "--concurrency", "16", "--read-timeout", "2", "--max-rps", "300")
+    try:
+        for threshold in (200, 500, 800):
+            _wait_until(lambda t=threshold: copied_versions(manifest) >= t or p.poll() is not None)  # type: ignore[misc]
+            assert p.poll() is None, "the copy ended before it could be stopped: seed more keys"
+            p.send_signal(signal.SIGSTOP)
+            time.sleep(5)
+            p.send_signal(signal.SIGCONT)
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    r = Run(p.returncode, out, err)
     _assert_complete(bed, r, src, dst, manifest, total)
