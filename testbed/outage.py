@@ -148,3 +148,11 @@ def random_plan(rng: random.Random, manifest: str, total: int, n: int, seconds: 
     """`n` outages of random length, each at a random point of the copy (by versions recorded), in order."""
     points = sorted(rng.randrange(0, max(1, total * 9 // 10)) for _ in range(n))
     return [Outage(copied_at_least(manifest, p), rng.uniform(*seconds)) for p in points]
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 120) -> None:
+    """Poll `cond` every 20 ms until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(POLL)

@@ -19,9 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import boto3
 import trustme
+from botocore.config import Config
 
-from backfill.seaweed import Tls
+from backfill.seaweed import LocalS3, Server, Tls
+from testbed.store import Store
 
 HOSTNAME = "localhost"
 
@@ -46,3 +49,45 @@ class LocalCA:
         stranger = directory / "stranger-ca.pem"
         trustme.CA().cert_pem.write_to_path(str(stranger))
         return cls(bundle, Tls(cert_file, key_file), stranger)
+
+
+HTTP_PATHS = ["lean", "botocore"]  # backfill copy --http: the lean client for the hot calls, or botocore for all
+
+
+@dataclass
+class TlsBed:
+    """One SeaweedFS that serves HTTPS (and plain HTTP, for a test's own set-up calls)."""
+
+    server: Server
+    ca: LocalCA
+    https: Store  # reaches the server over HTTPS, AWS_CA_BUNDLE set
+    plain: Store  # the same server over plain HTTP
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return {**self.https.env, **extra}
+
+
+def tls_store(info: LocalS3, ca: LocalCA) -> Store:
+    client = boto3.client(
+        "s3",
+        endpoint_url=info.https_url,
+        aws_access_key_id=info.access_key,
+        aws_secret_access_key=info.secret_key,
+        region_name="us-east-1",
+        verify=str(ca.bundle),
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+    )
+    env = {**info.env(), "AWS_ENDPOINT_URL": info.https_url, "AWS_CA_BUNDLE": str(ca.bundle)}
+    return Store("seaweedfs", info.https_url, env, client)
+
+
+def plain_store(info: LocalS3) -> Store:
+    client = boto3.client(
+        "s3",
+        endpoint_url=info.endpoint_url,
+        aws_access_key_id=info.access_key,
+        aws_secret_access_key=info.secret_key,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
+    )
+    return Store("seaweedfs", info.endpoint_url, info.env(), client)

@@ -39,9 +39,10 @@ import pytest
 from backfill.seaweed import seaweed_server
 from testbed import credentials
 from testbed.gate import Gate, expired_credentials, skewed_clock
-from tests.conftest import Run, Store, copied_versions, run_cli
-from tests.test_resume import _assert_exact_replica, _wait_until, seed_many
-from tests.test_tls import HTTP_PATHS, plain_store
+from testbed.outage import wait_until
+from testbed.seeds import seed_many
+from testbed.store import Run, Store, assert_exact_replica, copied_versions, run_cli
+from testbed.tls import HTTP_PATHS, plain_store
 
 PROFILE = "night"
 
@@ -119,7 +120,7 @@ def _states(manifest: str) -> dict[int, int]:
 def _stop_mid_run(night: Night, args: list[str], manifest: str, act: object) -> tuple[int, str]:
     p = night.start(*args)
     try:
-        _wait_until(lambda: copied_versions(manifest) >= 300 or p.poll() is not None)
+        wait_until(lambda: copied_versions(manifest) >= 300 or p.poll() is not None)
         assert p.poll() is None, "the copy ended before the credentials could expire: seed more keys"
         act()  # type: ignore[operator]
         _, err = p.communicate(timeout=240)
@@ -148,7 +149,7 @@ def test_expired_token_mid_run_stops_like_ctrl_c_and_fails_nothing(night: Night,
     assert r.code == 0, r.stderr
     job = json.loads(r.stdout)["job"]
     assert job["copied"] == total and job["failed"] == 0
-    _assert_exact_replica(night.store, src, dst)
+    assert_exact_replica(night.store, src, dst)
 
 
 @pytest.mark.parametrize("http", HTTP_PATHS)
@@ -168,7 +169,7 @@ def test_a_refresh_that_fails_stops_like_ctrl_c(night: Night, manifest: str, htt
     r = night.run(*night.args(src, dst, manifest, http))
     assert r.code == 0, r.stderr
     assert json.loads(r.stdout)["job"]["copied"] == total
-    _assert_exact_replica(night.store, src, dst)
+    assert_exact_replica(night.store, src, dst)
 
 
 @pytest.mark.parametrize("http", HTTP_PATHS)
@@ -204,7 +205,7 @@ def test_credentials_are_refreshed_before_they_expire(pooled: Store, tmp_path: P
     assert answered == 0, f"{answered} requests were signed with expired credentials"
     assert len(credentials.issued(state)) >= 3
     assert json.loads(r.stdout)["job"]["copied"] == total
-    _assert_exact_replica(seaweed, src, dst)
+    assert_exact_replica(seaweed, src, dst)
 
 
 @pytest.mark.parametrize("http", HTTP_PATHS)

@@ -32,11 +32,10 @@ from pathlib import Path
 import pytest
 
 from backfill.seaweed import seaweed_server
-from testbed.outage import Outage, Outages, copied_at_least, listing_started, random_plan, upload_open
-from testbed.tls import LocalCA
-from tests.conftest import Run, Store, copied_versions, start_cli
-from tests.test_resume import _assert_exact_replica, _wait_until, seed_many
-from tests.test_tls import HTTP_PATHS, TlsBed, plain_store, tls_store
+from testbed.outage import Outage, Outages, copied_at_least, listing_started, random_plan, upload_open, wait_until
+from testbed.seeds import seed_many
+from testbed.store import Run, Store, assert_exact_replica, copied_versions, start_cli
+from testbed.tls import HTTP_PATHS, LocalCA, TlsBed, plain_store, tls_store
 
 MiB = 1024 * 1024
 
@@ -66,7 +65,7 @@ def _assert_complete(bed: TlsBed, r: Run, src: str, dst: str, manifest: str, tot
     assert "Traceback" not in r.stderr
     job = json.loads(r.stdout)["job"]
     assert job["copied"] == total and job["failed"] == 0 and job["pending"] == 0, job
-    _assert_exact_replica(bed.plain, src, dst)
+    assert_exact_replica(bed.plain, src, dst)
     with sqlite3.connect(manifest) as db:
         failed = db.execute("SELECT count(*) FROM version WHERE state = 2").fetchone()[0]
         rvids = [row[0] for row in db.execute("SELECT rvid FROM version")]
@@ -174,7 +173,7 @@ def test_a_stopped_process_longer_than_the_read_timeout_goes_on(bed: TlsBed, man
     p = start_cli(s, *args, "--concurrency", "16", "--read-timeout", "2", "--max-rps", "300")
     try:
         for threshold in (200, 500, 800):
-            _wait_until(lambda t=threshold: copied_versions(manifest) >= t or p.poll() is not None)  # type: ignore[misc]
+            wait_until(lambda t=threshold: copied_versions(manifest) >= t or p.poll() is not None)  # type: ignore[misc]
             assert p.poll() is None, "the copy ended before it could be stopped: seed more keys"
             p.send_signal(signal.SIGSTOP)
             time.sleep(5)

@@ -15,69 +15,18 @@ import os
 import signal
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 
-from backfill.seaweed import LocalS3, Server, seaweed_server
+from backfill.seaweed import seaweed_server
+from testbed.faults import Fault
 from testbed.gate import Gate
-from testbed.tls import LocalCA
-from tests.conftest import Store, copied_versions, run_cli, shape, start_cli
-from tests.test_copy import seed_histories
-from tests.test_resume import _assert_exact_replica, _wait_until, seed_many
-
-try:  # the fault proxy moves into the test bed package (issue 12)
-    from testbed.proxy import Fault, ThreadedProxy  # type: ignore[import-not-found, unused-ignore]
-except ImportError:  # pragma: no cover - before the move
-    from tests.proxy import Fault, ThreadedProxy  # type: ignore[no-redef, unused-ignore]
-
-HTTP_PATHS = ["lean", "botocore"]
-
-
-@dataclass
-class TlsBed:
-    """One SeaweedFS that serves HTTPS (and plain HTTP, for the test's own set-up calls)."""
-
-    server: Server
-    ca: LocalCA
-    https: Store  # reaches the server over HTTPS, AWS_CA_BUNDLE set
-    plain: Store  # the same server over plain HTTP
-
-    def env(self, **extra: str) -> dict[str, str]:
-        return {**self.https.env, **extra}
-
-
-def tls_store(info: LocalS3, ca: LocalCA) -> Store:
-    client = boto3.client(
-        "s3",
-        endpoint_url=info.https_url,
-        aws_access_key_id=info.access_key,
-        aws_secret_access_key=info.secret_key,
-        region_name="us-east-1",
-        verify=str(ca.bundle),
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
-    )
-    return Store(
-        "seaweedfs",
-        info.https_url,
-        {**info.env(), "AWS_ENDPOINT_URL": info.https_url, "AWS_CA_BUNDLE": str(ca.bundle)},
-        client,
-    )
-
-
-def plain_store(info: LocalS3) -> Store:
-    client = boto3.client(
-        "s3",
-        endpoint_url=info.endpoint_url,
-        aws_access_key_id=info.access_key,
-        aws_secret_access_key=info.secret_key,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 3}),
-    )
-    return Store("seaweedfs", info.endpoint_url, info.env(), client)
+from testbed.outage import wait_until
+from testbed.proxy import ThreadedProxy
+from testbed.seeds import seed_histories, seed_many
+from testbed.store import assert_exact_replica, copied_versions, run_cli, shape, start_cli
+from testbed.tls import HTTP_PATHS, LocalCA, TlsBed, plain_store, tls_store
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +67,7 @@ def test_sigkill_then_resume_over_tls(tls_bed: TlsBed, manifest: str, http: str)
     args = ["copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--concurrency", "8", "--http", http]
     p = start_cli(s, *args)
     try:
-        _wait_until(lambda: copied_versions(manifest) >= 200 or p.poll() is not None)
+        wait_until(lambda: copied_versions(manifest) >= 200 or p.poll() is not None)
     finally:
         p.send_signal(signal.SIGKILL)
         p.communicate()
@@ -127,7 +76,7 @@ def test_sigkill_then_resume_over_tls(tls_bed: TlsBed, manifest: str, http: str)
     assert r.code == 0, r.stderr
     job = json.loads(r.stdout)["job"]
     assert job["copied"] == total and job["failed"] == 0
-    _assert_exact_replica(tls_bed.plain, src, dst)
+    assert_exact_replica(tls_bed.plain, src, dst)
 
 
 @pytest.mark.parametrize("http", HTTP_PATHS)
@@ -167,7 +116,7 @@ def test_injected_faults_over_tls(tls_bed: TlsBed, manifest: str, http: str) -> 
     assert stats.get("reset", 0) and stats.get("reset_after", 0) and stats.get("slowdown", 0), stats
     job = json.loads(r.stdout)["job"]
     assert job["copied"] == counts["versions"] + counts["delete_markers"] and job["failed"] == 0
-    _assert_exact_replica(tls_bed.plain, src, dst)
+    assert_exact_replica(tls_bed.plain, src, dst)
 
 
 def _refusal_cases(bed: TlsBed, tmp: Path) -> dict[str, tuple[dict[str, str], str]]:
