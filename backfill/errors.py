@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from typing import Any, TypeVar
 
 from botocore.exceptions import (
@@ -23,6 +25,7 @@ from botocore.exceptions import (
     ProfileNotFound,
     ReadTimeoutError,
     ResponseStreamingError,
+    SSLError,
 )
 
 E = TypeVar("E", bound=BaseException)
@@ -133,6 +136,34 @@ _NEEDS = {
 }
 
 
+_VERIFY_DETAIL = re.compile(r"certificate verify failed: ([^(')\]]+)")
+
+
+def certificate_problem(endpoint: str, detail: str) -> UserError:
+    """A TLS failure as one line: what is wrong with the certificate, and whether AWS_CA_BUNDLE is the fix.
+
+    AWS_CA_BUNDLE (or a profile's ca_bundle) names the CAs that botocore, the AWS CLI and the
+    lean path trust instead of botocore's bundle: what a private CA or a TLS-inspecting proxy needs
+    (https://docs.aws.amazon.com/cli/latest/userguide/cli-configure-files.html#cli-configure-files-global).
+    """
+    found = _VERIFY_DETAIL.search(detail)
+    why = found.group(1).strip().rstrip(".") if found else detail.strip()
+    if "mismatch" in detail or "not valid for" in detail or "match" in why:
+        return UserError(
+            f"the TLS certificate of {endpoint} is issued for another host name ({why}): reach the endpoint "
+            "by a name its certificate names (--endpoint-url, AWS_ENDPOINT_URL); AWS_CA_BUNDLE cannot fix this"
+        )
+    if found:
+        return UserError(
+            f"the TLS certificate of {endpoint} is not trusted ({why}): if the endpoint (or a TLS-inspecting "
+            "proxy on the way) uses a CA of its own, set AWS_CA_BUNDLE to that CA's PEM file"
+        )
+    return UserError(
+        f"TLS with {endpoint} failed ({why}): check that the endpoint speaks HTTPS on that port, and "
+        "AWS_CA_BUNDLE if it uses a CA of its own"
+    )
+
+
 def error_code(exc: ClientError) -> str:
     err: dict[str, Any] = exc.response.get("Error", {})
     return str(err.get("Code", ""))
@@ -141,6 +172,12 @@ def error_code(exc: ClientError) -> str:
 def http_status(exc: ClientError) -> int:
     meta: dict[str, Any] = exc.response.get("ResponseMetadata", {})
     return int(meta.get("HTTPStatusCode", 0) or 0)
+
+
+def _endpoint(url: str) -> str:
+    """scheme://host:port of a request URL (the certificate belongs to it, not to the bucket or key)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else (url or "the endpoint")
 
 
 def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: str = "") -> BaseException:
@@ -187,6 +224,8 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
         )
     if isinstance(exc, NoRegionError):
         return UserError("no AWS region configured: pass --source-region/--dest-region or set AWS_REGION")
+    if isinstance(exc, SSLError):  # before EndpointConnectionError: botocore's SSLError is one
+        return certificate_problem(_endpoint(str(exc.kwargs.get("endpoint_url", ""))), str(exc))
     if isinstance(exc, ConnectTimeoutError):  # no connection: the request was not sent
         return RetryableError(f"{what}: cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}")
     if isinstance(exc, EndpointConnectionError):

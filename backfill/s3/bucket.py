@@ -84,8 +84,9 @@ class Bucket:
                 if isinstance(err, RetryableError) and attempt + 1 < policy.attempts:
                     await anyio.sleep(policy.delay(attempt))
                     continue
-                hdrs = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
-                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                response = getattr(exc, "response", None) or {}  # None on botocore's SSLError and friends
+                hdrs = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+                code = response.get("Error", {}).get("Code", "")
                 if code in ("301", "PermanentRedirect", "400") and hdrs.get("x-amz-bucket-region"):
                     return str(hdrs["x-amz-bucket-region"])  # elsewhere: the caller reopens there
                 if code in ("404", "NoSuchBucket"):
