@@ -171,6 +171,7 @@ class RunConfig:
     settle_seconds: float | None = None  # None: derived from the largest unfinished version
     progress_interval: float = 30.0
     allow_unversioned: bool = False  # with --versions latest: copy into a replica without versioning
+    outage_timeout: float = 15 * 60.0  # seconds the endpoint may stay unreachable before the run stops
 
     def validate(self) -> RunConfig:
         o = self.options
@@ -180,6 +181,8 @@ class RunConfig:
             raise UserError("--shards must be 'auto' or at least 1")
         if self.max_rps is not None and self.max_rps <= 0:
             raise UserError("--max-rps must be positive")
+        if self.outage_timeout <= 0:
+            raise UserError("--outage-timeout must be positive (seconds)")
         if o.multipart_threshold > MAX_COPY_OBJECT:
             raise UserError("--multipart-threshold cannot exceed 5GiB, the largest object CopyObject takes")
         if o.multipart_threshold < 1:

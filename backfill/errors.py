@@ -14,6 +14,7 @@ import re
 import urllib.parse
 from typing import Any, TypeVar
 
+import aiohttp
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -23,6 +24,7 @@ from botocore.exceptions import (
     NoRegionError,
     PartialCredentialsError,
     ProfileNotFound,
+    ProxyConnectionError,
     ReadTimeoutError,
     ResponseStreamingError,
     SSLError,
@@ -68,10 +70,28 @@ class RetryableError(BackfillError):
     must be looked for before it is sent again, or it could land twice.
     """
 
-    def __init__(self, message: str, *, throttled: bool = False, ambiguous: bool = False) -> None:
+    def __init__(
+        self, message: str, *, throttled: bool = False, ambiguous: bool = False, unreachable: bool = False
+    ) -> None:
         super().__init__(message)
         self.throttled = throttled
         self.ambiguous = ambiguous
+        # No connection could be made (refused, timed out, no route, no name): the endpoint as a
+        # whole may be gone, not this request's object. pacing.EndpointHealth waits these out.
+        self.unreachable = unreachable
+
+
+class StopRun(UserError):
+    """The run cannot go on now, though nothing it did is wrong: it stops like Ctrl-C (the manifest
+    flushed, no version failed for it), exits 2 with one line and the command that resumes."""
+
+
+class OutageTimeout(StopRun):
+    """The endpoint stayed unreachable longer than --outage-timeout."""
+
+
+class CredentialsExpired(StopRun):
+    """The credentials stopped working: expired, revoked, or a refresh that failed."""
 
 
 class ObjectError(BackfillError):
@@ -227,13 +247,22 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
     if isinstance(exc, SSLError):  # before EndpointConnectionError: botocore's SSLError is one
         return certificate_problem(_endpoint(str(exc.kwargs.get("endpoint_url", ""))), str(exc))
     if isinstance(exc, ConnectTimeoutError):  # no connection: the request was not sent
-        return RetryableError(f"{what}: cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}")
+        endpoint = _endpoint(str(exc.kwargs.get("endpoint_url", "")))
+        return RetryableError(f"{what}: cannot connect to {endpoint} (timed out)", unreachable=True)
     if isinstance(exc, EndpointConnectionError):
         # aiohttp's reset of a request already sent ends up here too: it may have been carried out.
+        # Only a failure to connect (aiohttp's ClientConnectorError, a proxy that is down) says
+        # the endpoint is unreachable.
         endpoint = exc.kwargs.get("endpoint_url", "the endpoint")
-        return RetryableError(f"{what}: connection to {endpoint} failed: {exc}", ambiguous=True)
+        cause = exc.kwargs.get("error")
+        unreachable = isinstance(cause, aiohttp.ClientConnectorError)
+        return RetryableError(
+            f"{what}: connection to {endpoint} failed: {exc}", ambiguous=True, unreachable=unreachable
+        )
+    if isinstance(exc, ProxyConnectionError):  # HTTPS_PROXY's proxy cannot be reached: nothing was sent
+        return RetryableError(f"{what}: {exc}", unreachable=True)
     if isinstance(exc, ConnectFailed):
-        return RetryableError(f"{what}: {exc}")
+        return RetryableError(f"{what}: {exc}", unreachable=True)
     if isinstance(exc, TRANSPORT_ERRORS):
         return RetryableError(f"{what}: {type(exc).__name__}: {exc}", ambiguous=True)
     return exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TextIO
 
@@ -32,6 +33,7 @@ class Counters:
     recovered: int = 0  # found already in the replica after a crash, recorded without copying
     failed: int = 0
     skipped: int = 0
+    status: Callable[[], str] | None = None  # a word from the run's pacing ("endpoint unreachable since …")
 
     @property
     def done(self) -> int:
@@ -46,7 +48,9 @@ class Counters:
             if self.shards and self.shards_listed >= self.shards
             else (f"listing {self.shards_listed}/{self.shards} shards")
         )
-        return self.done, self.listed, f"{human_bytes(self.copied_bytes)}, {self.failed} failed, {listing}"
+        note = self.status() if self.status is not None else ""
+        postfix = f"{human_bytes(self.copied_bytes)}, {self.failed} failed, {listing}"
+        return self.done, self.listed, f"{note}; {postfix}" if note else postfix
 
     def line(self) -> str:
         el = self.elapsed()
@@ -56,9 +60,11 @@ class Counters:
             if self.shards and self.shards_listed >= self.shards
             else (f"listing {self.shards_listed}/{self.shards} shards")
         )
+        note = self.status() if self.status is not None else ""
         return (
             f"{self.copied:,} copied ({human_bytes(self.copied_bytes)}) of {self.listed:,} listed, "
             f"{self.failed:,} failed, {self.skipped:,} skipped, {rate:,.0f} versions/s, {listing}"
+            + (f"; {note}" if note else "")
         )
 
 

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from backfill.errors import OutageTimeout, RetryableError, StopRun, UserError
-from backfill.pacing import EndpointHealth, Pacer, RateLimiter
+from backfill.pacing import EndpointHealth, Pacer, RateLimiter, RetryPolicy
 
 
 def _unreachable() -> RetryableError:
@@ -24,7 +24,7 @@ async def _test_requests_wait_for_the_endpoint_and_spend_no_retries() -> None:
     lines: list[str] = []
     health = EndpointHealth(timeout=30, notify=lines.append)
     pacer = Pacer(None, RateLimiter(None), health=health)
-    up_at = anyio.current_time() + 1.5
+    up_at = anyio.current_time() + 2.5
     calls = 0
 
     async def request() -> str:
@@ -44,7 +44,7 @@ async def _test_requests_wait_for_the_endpoint_and_spend_no_retries() -> None:
             tg.start_soon(one)
     assert results == ["ok"] * 20
     assert not health.down
-    # 20 requests over 1.5 s: far more attempts than a policy of 8 would allow each, had they all tried
+    # 20 requests over 2.5 s: far more attempts than a policy of 8 would allow each, had they all tried
     # (they did not: one probe at a time), and no request gave up.
     assert calls < 20 + 40
     assert any("unreachable since" in line for line in lines), lines
@@ -85,7 +85,7 @@ def test_an_objects_own_errors_still_use_its_retries() -> None:
 
 async def _test_an_objects_own_errors_still_use_its_retries() -> None:
     health = EndpointHealth(timeout=30)
-    pacer = Pacer(None, RateLimiter(None), health=health)
+    pacer = Pacer(None, RateLimiter(None), RetryPolicy(base=0.001), health=health)
     calls = 0
 
     async def request() -> str:

@@ -93,6 +93,13 @@ def copy(
         ),
     ] = None,
     progress_interval: ProgressInterval = 30.0,
+    outage_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the endpoint may stay unreachable (the run pauses meanwhile) before the run stops "
+            "like Ctrl-C, exit 2, to be resumed."
+        ),
+    ] = 15 * 60.0,
     state: Annotated[
         str | None,
         typer.Option(
@@ -145,6 +152,7 @@ def copy(
             progress_interval=progress_interval,
             settle_seconds=settle_seconds,
             allow_unversioned=allow_unversioned,
+            outage_timeout=outage_timeout,
         ).validate()
 
     cfg = guard(build)
@@ -180,7 +188,7 @@ def copy(
     if not dry_run:
         typer.echo(f"manifest: {cfg.manifest}", err=True)
     try:
-        result = guard(lambda: run_async(run_copy, cfg), None if dry_run else cfg.manifest)
+        result = guard(lambda: run_async(run_copy, cfg), None if dry_run else cfg.manifest, resumable=not dry_run)
     except KeyboardInterrupt:  # before the run watches for signals itself: nothing was copied yet
         typer.echo(f"\n{resume_hint()}", err=True)
         raise typer.Exit(130) from None

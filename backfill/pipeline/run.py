@@ -176,6 +176,8 @@ async def run_pipeline(
     """
     out = out or sys.stderr
     hooks = hooks or Hooks()
+    if sides.health is not None and counters.status is None:
+        counters.status = sides.health.status
     plan, first_run = await _plan(cfg, sides.src, manifest)
     counters.shards = len(plan)
     counters.shards_listed = sum(1 for _, _, listed in plan if listed)

@@ -10,13 +10,14 @@ retry and throttling figures (`Sides.pacing()`).
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
 from backfill.config import RunConfig
 from backfill.errors import UserError
-from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
+from backfill.pacing import AdaptiveLimiter, EndpointHealth, Pacer, RateLimiter
 from backfill.s3 import LIST_POOL, Bucket, Sessions, open_bucket, reserve_open_files
 
 
@@ -76,6 +77,7 @@ class Sides:
     copy_pacer: Pacer
     rate: RateLimiter  # --max-rps, shared by both pacers
     carry_lock: bool  # the source has Object Lock: copies carry its retention and legal holds
+    health: EndpointHealth | None = None  # shared by both pacers: an unreachable endpoint pauses the run
 
     def pacing(self) -> PaceStats:
         lim = self.limiter
@@ -112,13 +114,19 @@ async def preflight(cfg: RunConfig, src: Bucket, dst: Bucket) -> bool:
     return await src.object_lock_enabled()
 
 
+def _notify(line: str) -> None:
+    sys.stderr.write(f"backfill: {line}\n")
+    sys.stderr.flush()
+
+
 @contextlib.asynccontextmanager
 async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
     """Both buckets, paced, and preflighted. Raises UserError for anything the user must fix."""
     rate = RateLimiter(cfg.max_rps)
     limiter = AdaptiveLimiter(cfg.concurrency, floor=min(4, cfg.concurrency))
-    list_pacer = Pacer(None, rate)
-    copy_pacer = Pacer(limiter, rate)
+    health = EndpointHealth(cfg.outage_timeout, notify=_notify)
+    list_pacer = Pacer(None, rate, health=health)
+    copy_pacer = Pacer(limiter, rate, health=health)
     sessions = Sessions()  # the two sides share one session when they share a profile
     reserve_open_files(cfg.concurrency + 8)
     async with (
@@ -126,4 +134,4 @@ async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
         open_bucket(cfg.dest, "replica", copy_pacer, pool=cfg.concurrency + 8, sessions=sessions) as dst,
     ):
         carry_lock = await preflight(cfg, src, dst)
-        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock)
+        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, health)
