@@ -11,7 +11,9 @@
 from __future__ import annotations
 
 import re
+import time
 import urllib.parse
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
@@ -19,6 +21,7 @@ from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
+    CredentialRetrievalError,
     EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
@@ -26,8 +29,11 @@ from botocore.exceptions import (
     ProfileNotFound,
     ProxyConnectionError,
     ReadTimeoutError,
+    RefreshWithMFAUnsupportedError,
     ResponseStreamingError,
     SSLError,
+    SSOError,
+    TokenRetrievalError,
 )
 
 E = TypeVar("E", bound=BaseException)
@@ -58,7 +64,12 @@ class UserError(BackfillError):
 
 
 class AccessDenied(UserError):
-    """A denial. Fatal at the start of a run; later, the one object's failure."""
+    """A denial. Fatal at the start of a run; later, the one object's failure. `code`: S3's error code."""
+
+    def __init__(self, message: str, code: str = "", who: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.who = who
 
 
 class RetryableError(BackfillError):
@@ -108,7 +119,6 @@ RETRY_CODES = frozenset(
         "InternalError",
         "ServiceUnavailable",
         "RequestTimeout",
-        "RequestTimeTooSkewed",
         "OperationAborted",
         "InternalServerError",
         "BadGateway",
@@ -140,6 +150,64 @@ TRANSPORT_ERRORS = (
     ConnectionError,
     TimeoutError,
 )
+
+
+# The credentials ran out (not a missing permission): S3's ExpiredToken and InvalidToken (400), STS-style
+# ExpiredTokenException (403): https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html and the
+# services' "Common Errors" pages.
+EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "InvalidToken", "TokenRefreshRequired"})
+# Once requests have worked with these credentials, these mean they changed under the run.
+SIGNATURE_CODES = frozenset({"SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidClientTokenId"})
+# 403 RequestTimeTooSkewed: the request's date is more than 15 minutes from the server's clock.
+SKEW_CODES = frozenset({"RequestTimeTooSkewed", "RequestExpired"})
+# botocore's refreshable credentials (assume-role, SSO, credential_process, container and instance roles,
+# web identity) raise these when a refresh fails inside the mandatory window (10 min before expiry).
+_REFRESH_ERRORS = (CredentialRetrievalError, TokenRetrievalError, SSOError, RefreshWithMFAUnsupportedError)
+
+
+def _profile_name(profile_hint: str) -> str:
+    return profile_hint.removeprefix("profile ") if profile_hint.startswith("profile ") else ""
+
+
+def credentials_expired(profile_hint: str, detail: str) -> CredentialsExpired:
+    """Expired or revoked credentials, or a refresh that failed: one line naming them and how to renew them."""
+    name = _profile_name(profile_hint)
+    who = profile_hint or "the default credentials"
+    if name:
+        how = (
+            f"renew them (`aws sso login --profile {name}` for SSO; for assume-role or a credential_process, "
+            "what its source needs, e.g. a fresh MFA code)"
+        )
+    else:
+        how = "renew them (new AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, or `aws sso login`)"
+    return CredentialsExpired(
+        f"the credentials of {who} expired or could not be renewed ({detail}): {how}, then run the same command "
+        "again to resume"
+    )
+
+
+def _parse_time(text: str) -> float | None:
+    text = text.strip()
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y%m%dT%H%M%SZ", "%a, %d %b %Y %H:%M:%S GMT"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def clock_skew(error: dict[str, Any], headers: dict[str, Any]) -> UserError:
+    """RequestTimeTooSkewed as one line: how far this machine's clock is from the server's."""
+    request_time = _parse_time(str(error.get("RequestTime", "")))
+    server_time = _parse_time(str(error.get("ServerTime", ""))) or _parse_time(str(headers.get("date", "")))
+    how = "too far from the server's"
+    if server_time is not None:
+        offset = (request_time or time.time()) - server_time  # > 0: our clock is ahead
+        how = f"{abs(offset) / 60:.0f} min {'ahead of' if offset > 0 else 'behind'} the server's"
+    return UserError(
+        f"this machine's clock is {how} ({error.get('Code') or 'RequestTimeTooSkewed'}; S3 takes at most 15 min): "
+        "fix its time source (NTP, e.g. `timedatectl set-ntp true`, or the OS's automatic time), then run again"
+    )
 
 
 # What a denied request needed, by the request's name (the first word of `what`).
@@ -214,6 +282,11 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
         msg = str(exc.response.get("Error", {}).get("Message", "")) or code
         if code in OBJECT_CODES:
             return ObjectError(f"{what}: {code}: {msg}", code=code)
+        if code in EXPIRED_CODES:
+            return credentials_expired(profile_hint, f"{code}: {msg}")
+        if code in SKEW_CODES:
+            meta: dict[str, Any] = exc.response.get("ResponseMetadata", {})
+            return clock_skew(exc.response.get("Error", {}), meta.get("HTTPHeaders", {}) or {})
         if code == "NotImplemented" or status == 501:  # the server lacks the feature: asking again won't help
             return ObjectError(f"{what}: not implemented by this server: {msg}", code=code or "NotImplemented")
         if code in THROTTLE_CODES or status == 429:
@@ -228,13 +301,17 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
             return AccessDenied(
                 f"access denied{who} on {what} ({code}): "
                 + (f"it needs {needs}; grant it" if needs else "grant the permission")
-                + " (`backfill setup grant-backfill` grants the source reads) or use other credentials"
+                + " (`backfill setup grant-backfill` grants the source reads) or use other credentials",
+                code=code,
+                who=profile_hint,
             )
         if code == "NoSuchBucket":
             return UserError(f"bucket {bucket or '?'} does not exist ({what}): check the bucket name and region")
         if code == "PermanentRedirect" or code == "AuthorizationHeaderMalformed":
             return UserError(f"{what}: wrong region for bucket {bucket or '?'} ({code}): pass the right --*-region")
         return ObjectError(f"{what}: {code or status}: {msg}", code=code)
+    if isinstance(exc, _REFRESH_ERRORS):
+        return credentials_expired(profile_hint, f"{type(exc).__name__}: {exc}")
     if isinstance(exc, ProfileNotFound):
         return UserError(f"{exc}: check --source-profile/--dest-profile and ~/.aws/config")
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):

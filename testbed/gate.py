@@ -173,6 +173,8 @@ class _Handler(socketserver.BaseRequestHandler):
                 answer = gate.rule(method, target, headers) if gate.rule is not None else None
                 if answer is not None:
                     gate.count("answered")
+                    if method == "HEAD":  # the head only: a HEAD answer has no body (S3's carries no error code)
+                        answer = answer[: answer.index(b"\r\n\r\n") + 4]
                     sock.sendall(answer)
                     continue
                 if upstream is None:
