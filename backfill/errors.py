@@ -311,7 +311,7 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
             return UserError(f"{what}: wrong region for bucket {bucket or '?'} ({code}): pass the right --*-region")
         return ObjectError(f"{what}: {code or status}: {msg}", code=code)
     if isinstance(exc, _REFRESH_ERRORS):
-        return credentials_expired(profile_hint, f"{type(exc).__name__}: {exc}")
+        return credentials_expired(profile_hint, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
     if isinstance(exc, ProfileNotFound):
         return UserError(f"{exc}: check --source-profile/--dest-profile and ~/.aws/config")
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):

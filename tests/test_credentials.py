@@ -154,11 +154,12 @@ def test_expired_token_mid_run_stops_like_ctrl_c_and_fails_nothing(night: Night,
 
 @pytest.mark.parametrize("http", HTTP_PATHS)
 def test_a_refresh_that_fails_stops_like_ctrl_c(night: Night, manifest: str, http: str) -> None:
-    """Credentials inside botocore's mandatory refresh window (10 min) are refreshed on every use;
-    once the process fails, botocore raises: the run stops, names the profile, fails nothing."""
+    """Credentials inside botocore's mandatory refresh window (10 min) are refreshed on every use
+    (botocore runs the process for each request's signature on the botocore path; the lean path asks
+    every 5 s); once the process fails, botocore raises: the run stops, names the profile, fails nothing."""
     credentials.write_state(night.state, valid_for=9 * 60)
     src, dst = night.store.buckets()
-    total = seed_many(night.store, src, 2500)
+    total = seed_many(night.store, src, 1200)
     args = night.args(src, dst, manifest, http, "--max-rps", "400")
     code, err = _stop_mid_run(night, args, manifest, lambda: credentials.fail_refreshes(night.state))
     assert code == 2, (code, err)
@@ -166,6 +167,7 @@ def test_a_refresh_that_fails_stops_like_ctrl_c(night: Night, manifest: str, htt
     assert PROFILE in line, line
     assert _states(manifest).get(2, 0) == 0
     (night.state / "fail").unlink()
+    credentials.write_state(night.state, valid_for=3600)  # renewed: an hour, outside the refresh windows
     r = night.run(*night.args(src, dst, manifest, http))
     assert r.code == 0, r.stderr
     assert json.loads(r.stdout)["job"]["copied"] == total
