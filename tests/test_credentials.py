@@ -160,7 +160,7 @@ def test_a_refresh_that_fails_stops_like_ctrl_c(night: Night, manifest: str, htt
     credentials.write_state(night.state, valid_for=9 * 60)
     src, dst = night.store.buckets()
     total = seed_many(night.store, src, 1200)
-    args = night.args(src, dst, manifest, http, "--max-rps", "400")
+    args = night.args(src, dst, manifest, http, "--max-rps", "100")  # outlasts the lean path's 5 s
     code, err = _stop_mid_run(night, args, manifest, lambda: credentials.fail_refreshes(night.state))
     assert code == 2, (code, err)
     line = _one_error_line(err)
