@@ -180,6 +180,7 @@ class RunConfig:
     inventory_max_age: float | None = None  # seconds: refuse an older report
     log_format: Literal["text", "json"] = "text"  # the periodic line and the summary on a non-terminal
     quiet: bool = False  # no progress bar nor periodic line; only errors and the summary
+    outage_timeout: float = 15 * 60.0  # seconds the endpoint may stay unreachable before the run stops
 
     def validate(self) -> RunConfig:
         o = self.options
@@ -189,6 +190,8 @@ class RunConfig:
             raise UserError("--shards must be 'auto' or at least 1")
         if self.max_rps is not None and self.max_rps <= 0:
             raise UserError("--max-rps must be positive")
+        if self.outage_timeout <= 0:
+            raise UserError("--outage-timeout must be positive (seconds)")
         if o.multipart_threshold > MAX_COPY_OBJECT:
             raise UserError("--multipart-threshold cannot exceed 5GiB, the largest object CopyObject takes")
         if o.multipart_threshold < 1:

@@ -10,19 +10,30 @@
 
 from __future__ import annotations
 
+import re
+import time
+import urllib.parse
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import aiohttp
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
     ConnectTimeoutError,
+    CredentialRetrievalError,
     EndpointConnectionError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
     ProfileNotFound,
+    ProxyConnectionError,
     ReadTimeoutError,
+    RefreshWithMFAUnsupportedError,
     ResponseStreamingError,
+    SSLError,
+    SSOError,
+    TokenRetrievalError,
 )
 
 E = TypeVar("E", bound=BaseException)
@@ -53,7 +64,12 @@ class UserError(BackfillError):
 
 
 class AccessDenied(UserError):
-    """A denial. Fatal at the start of a run; later, the one object's failure."""
+    """A denial. Fatal at the start of a run; later, the one object's failure. `code`: S3's error code."""
+
+    def __init__(self, message: str, code: str = "", who: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.who = who
 
 
 class RetryableError(BackfillError):
@@ -65,10 +81,28 @@ class RetryableError(BackfillError):
     must be looked for before it is sent again, or it could land twice.
     """
 
-    def __init__(self, message: str, *, throttled: bool = False, ambiguous: bool = False) -> None:
+    def __init__(
+        self, message: str, *, throttled: bool = False, ambiguous: bool = False, unreachable: bool = False
+    ) -> None:
         super().__init__(message)
         self.throttled = throttled
         self.ambiguous = ambiguous
+        # No connection could be made (refused, timed out, no route, no name): the endpoint as a
+        # whole may be gone, not this request's object. pacing.EndpointHealth waits these out.
+        self.unreachable = unreachable
+
+
+class StopRun(UserError):
+    """The run cannot go on now, though nothing it did is wrong: it stops like Ctrl-C (the manifest
+    flushed, no version failed for it), exits 2 with one line and the command that resumes."""
+
+
+class OutageTimeout(StopRun):
+    """The endpoint stayed unreachable longer than --outage-timeout."""
+
+
+class CredentialsExpired(StopRun):
+    """The credentials stopped working: expired, revoked, or a refresh that failed."""
 
 
 class ObjectError(BackfillError):
@@ -85,7 +119,6 @@ RETRY_CODES = frozenset(
         "InternalError",
         "ServiceUnavailable",
         "RequestTimeout",
-        "RequestTimeTooSkewed",
         "OperationAborted",
         "InternalServerError",
         "BadGateway",
@@ -119,6 +152,64 @@ TRANSPORT_ERRORS = (
 )
 
 
+# The credentials ran out (not a missing permission): S3's ExpiredToken and InvalidToken (400), STS-style
+# ExpiredTokenException (403): https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html and the
+# services' "Common Errors" pages.
+EXPIRED_CODES = frozenset({"ExpiredToken", "ExpiredTokenException", "InvalidToken", "TokenRefreshRequired"})
+# Once requests have worked with these credentials, these mean they changed under the run.
+SIGNATURE_CODES = frozenset({"SignatureDoesNotMatch", "InvalidAccessKeyId", "InvalidClientTokenId"})
+# 403 RequestTimeTooSkewed: the request's date is more than 15 minutes from the server's clock.
+SKEW_CODES = frozenset({"RequestTimeTooSkewed", "RequestExpired"})
+# botocore's refreshable credentials (assume-role, SSO, credential_process, container and instance roles,
+# web identity) raise these when a refresh fails inside the mandatory window (10 min before expiry).
+_REFRESH_ERRORS = (CredentialRetrievalError, TokenRetrievalError, SSOError, RefreshWithMFAUnsupportedError)
+
+
+def _profile_name(profile_hint: str) -> str:
+    return profile_hint.removeprefix("profile ") if profile_hint.startswith("profile ") else ""
+
+
+def credentials_expired(profile_hint: str, detail: str) -> CredentialsExpired:
+    """Expired or revoked credentials, or a refresh that failed: one line naming them and how to renew them."""
+    name = _profile_name(profile_hint)
+    who = profile_hint or "the default credentials"
+    if name:
+        how = (
+            f"renew them (`aws sso login --profile {name}` for SSO; for assume-role or a credential_process, "
+            "what its source needs, e.g. a fresh MFA code)"
+        )
+    else:
+        how = "renew them (new AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY/AWS_SESSION_TOKEN, or `aws sso login`)"
+    return CredentialsExpired(
+        f"the credentials of {who} expired or could not be renewed ({detail}): {how}, then run the same command "
+        "again to resume"
+    )
+
+
+def _parse_time(text: str) -> float | None:
+    text = text.strip()
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ", "%Y%m%dT%H%M%SZ", "%a, %d %b %Y %H:%M:%S GMT"):
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            continue
+    return None
+
+
+def clock_skew(error: dict[str, Any], headers: dict[str, Any]) -> UserError:
+    """RequestTimeTooSkewed as one line: how far this machine's clock is from the server's."""
+    request_time = _parse_time(str(error.get("RequestTime", "")))
+    server_time = _parse_time(str(error.get("ServerTime", ""))) or _parse_time(str(headers.get("date", "")))
+    how = "too far from the server's"
+    if server_time is not None:
+        offset = (request_time or time.time()) - server_time  # > 0: our clock is ahead
+        how = f"{abs(offset) / 60:.0f} min {'ahead of' if offset > 0 else 'behind'} the server's"
+    return UserError(
+        f"this machine's clock is {how} ({error.get('Code') or 'RequestTimeTooSkewed'}; S3 takes at most 15 min): "
+        "fix its time source (NTP, e.g. `timedatectl set-ntp true`, or the OS's automatic time), then run again"
+    )
+
+
 # What a denied request needed, by the request's name (the first word of `what`).
 _NEEDS = {
     "ListObjectVersions": "s3:ListBucketVersions on the source",
@@ -141,6 +232,34 @@ def is_kms_denial(message: str) -> bool:
     return "kms:" in m or "ciphertext refers to a customer master key" in m or "kms key" in m
 
 
+_VERIFY_DETAIL = re.compile(r"certificate verify failed: ([^(')\]]+)")
+
+
+def certificate_problem(endpoint: str, detail: str) -> UserError:
+    """A TLS failure as one line: what is wrong with the certificate, and whether AWS_CA_BUNDLE is the fix.
+
+    AWS_CA_BUNDLE (or a profile's ca_bundle) names the CAs that botocore, the AWS CLI and the
+    lean path trust instead of botocore's bundle: what a private CA or a TLS-inspecting proxy needs
+    (https://docs.aws.amazon.com/cli/latest/userguide/cli-configure-files.html#cli-configure-files-global).
+    """
+    found = _VERIFY_DETAIL.search(detail)
+    why = found.group(1).strip().rstrip(".") if found else detail.strip()
+    if "mismatch" in detail or "not valid for" in detail or "match" in why:
+        return UserError(
+            f"the TLS certificate of {endpoint} is issued for another host name ({why}): reach the endpoint "
+            "by a name its certificate names (--endpoint-url, AWS_ENDPOINT_URL); AWS_CA_BUNDLE cannot fix this"
+        )
+    if found:
+        return UserError(
+            f"the TLS certificate of {endpoint} is not trusted ({why}): if the endpoint (or a TLS-inspecting "
+            "proxy on the way) uses a CA of its own, set AWS_CA_BUNDLE to that CA's PEM file"
+        )
+    return UserError(
+        f"TLS with {endpoint} failed ({why}): check that the endpoint speaks HTTPS on that port, and "
+        "AWS_CA_BUNDLE if it uses a CA of its own"
+    )
+
+
 def error_code(exc: ClientError) -> str:
     err: dict[str, Any] = exc.response.get("Error", {})
     return str(err.get("Code", ""))
@@ -149,6 +268,12 @@ def error_code(exc: ClientError) -> str:
 def http_status(exc: ClientError) -> int:
     meta: dict[str, Any] = exc.response.get("ResponseMetadata", {})
     return int(meta.get("HTTPStatusCode", 0) or 0)
+
+
+def _endpoint(url: str) -> str:
+    """scheme://host:port of a request URL (the certificate belongs to it, not to the bucket or key)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.netloc else (url or "the endpoint")
 
 
 def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: str = "") -> BaseException:
@@ -165,6 +290,11 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
         msg = str(exc.response.get("Error", {}).get("Message", "")) or code
         if code in OBJECT_CODES:
             return ObjectError(f"{what}: {code}: {msg}", code=code)
+        if code in EXPIRED_CODES:
+            return credentials_expired(profile_hint, f"{code}: {msg}")
+        if code in SKEW_CODES:
+            meta: dict[str, Any] = exc.response.get("ResponseMetadata", {})
+            return clock_skew(exc.response.get("Error", {}), meta.get("HTTPHeaders", {}) or {})
         if code == "NotImplemented" or status == 501:  # the server lacks the feature: asking again won't help
             return ObjectError(f"{what}: not implemented by this server: {msg}", code=code or "NotImplemented")
         if code in THROTTLE_CODES or status == 429:
@@ -187,13 +317,17 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
             return AccessDenied(
                 f"access denied{who} on {what} ({code}): "
                 + (f"it needs {needs}; grant it" if needs else "grant the permission")
-                + " (`backfill setup grant-backfill` grants the source reads) or use other credentials"
+                + " (`backfill setup grant-backfill` grants the source reads) or use other credentials",
+                code=code,
+                who=profile_hint,
             )
         if code == "NoSuchBucket":
             return UserError(f"bucket {bucket or '?'} does not exist ({what}): check the bucket name and region")
         if code == "PermanentRedirect" or code == "AuthorizationHeaderMalformed":
             return UserError(f"{what}: wrong region for bucket {bucket or '?'} ({code}): pass the right --*-region")
         return ObjectError(f"{what}: {code or status}: {msg}", code=code)
+    if isinstance(exc, _REFRESH_ERRORS):
+        return credentials_expired(profile_hint, f"{type(exc).__name__}: {' '.join(str(exc).split())}")
     if isinstance(exc, ProfileNotFound):
         return UserError(f"{exc}: check --source-profile/--dest-profile and ~/.aws/config")
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
@@ -203,14 +337,25 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
         )
     if isinstance(exc, NoRegionError):
         return UserError("no AWS region configured: pass --source-region/--dest-region or set AWS_REGION")
+    if isinstance(exc, SSLError):  # before EndpointConnectionError: botocore's SSLError is one
+        return certificate_problem(_endpoint(str(exc.kwargs.get("endpoint_url", ""))), str(exc))
     if isinstance(exc, ConnectTimeoutError):  # no connection: the request was not sent
-        return RetryableError(f"{what}: cannot connect to {exc.kwargs.get('endpoint_url', 'the endpoint')}")
+        endpoint = _endpoint(str(exc.kwargs.get("endpoint_url", "")))
+        return RetryableError(f"{what}: cannot connect to {endpoint} (timed out)", unreachable=True)
     if isinstance(exc, EndpointConnectionError):
         # aiohttp's reset of a request already sent ends up here too: it may have been carried out.
+        # Only a failure to connect (aiohttp's ClientConnectorError, a proxy that is down) says
+        # the endpoint is unreachable.
         endpoint = exc.kwargs.get("endpoint_url", "the endpoint")
-        return RetryableError(f"{what}: connection to {endpoint} failed: {exc}", ambiguous=True)
+        cause = exc.kwargs.get("error")
+        unreachable = isinstance(cause, aiohttp.ClientConnectorError)
+        return RetryableError(
+            f"{what}: connection to {endpoint} failed: {exc}", ambiguous=True, unreachable=unreachable
+        )
+    if isinstance(exc, ProxyConnectionError):  # HTTPS_PROXY's proxy cannot be reached: nothing was sent
+        return RetryableError(f"{what}: {exc}", unreachable=True)
     if isinstance(exc, ConnectFailed):
-        return RetryableError(f"{what}: {exc}")
+        return RetryableError(f"{what}: {exc}", unreachable=True)
     if isinstance(exc, TRANSPORT_ERRORS):
         return RetryableError(f"{what}: {type(exc).__name__}: {exc}", ambiguous=True)
     return exc

@@ -18,7 +18,7 @@ from typing import TypeVar
 
 import anyio
 
-from backfill.errors import RetryableError, classify
+from backfill.errors import OutageTimeout, RetryableError, classify
 
 T = TypeVar("T")
 
@@ -123,16 +123,113 @@ class RetryPolicy:
         return random.uniform(0, min(self.cap, self.base * 2**attempt))  # noqa: S311 - jitter, not crypto
 
 
+class EndpointHealth:
+    """Whether the endpoint answers at all: one per run, shared by every Pacer (listing and copies).
+
+    A request that cannot reach the endpoint (connection refused, a connect that times out, no
+    route, no name: RetryableError.unreachable) reports it here instead of spending its own
+    retries. From the first such failure with no success anywhere since, the endpoint counts as
+    down: requests about to start wait, and one request at a time (the probe) tries again, after a
+    pause growing to `probe_cap` seconds. The first success anywhere ends the outage and every
+    waiting request goes. So a version is failed only by errors of its own. After `timeout`
+    seconds down, every waiting request raises OutageTimeout: the run stops like Ctrl-C.
+    """
+
+    ANNOUNCE_AFTER = 1.0  # seconds down before the run says so (one refused connect is not an outage)
+
+    def __init__(self, timeout: float, notify: Callable[[str], None] | None = None, probe_cap: float = 1.0) -> None:
+        self.timeout = timeout
+        self.notify = notify
+        self.probe_cap = probe_cap
+        self.down_since: float | None = None  # time.monotonic() of this outage's first failure
+        self.down_since_wall = 0.0
+        self.reason = ""
+        self.outages = 0  # announced outages of the run
+        self.longest = 0.0
+        self._up = anyio.Event()
+        self._up.set()
+        self._probing = False
+        self._announced = False
+        self._probes = 0
+
+    @property
+    def down(self) -> bool:
+        return self.down_since is not None
+
+    def status(self) -> str:
+        """For the progress line: "" while the endpoint answers."""
+        if self.down_since is None or not self._announced:
+            return ""
+        since = time.strftime("%H:%M:%S", time.gmtime(self.down_since_wall))
+        return f"endpoint unreachable since {since} UTC, retrying"
+
+    def succeeded(self) -> None:
+        if self.down_since is None:
+            return
+        took = time.monotonic() - self.down_since
+        if self._announced and self.notify is not None:
+            self.notify(f"endpoint reachable again after {took:.1f} s: carrying on")
+        self.longest = max(self.longest, took)
+        self.down_since = None
+        self._announced = False
+        self._probes = 0
+        self._up.set()
+
+    def _expired(self) -> OutageTimeout:
+        since = time.strftime("%H:%M:%S", time.gmtime(self.down_since_wall))
+        return OutageTimeout(
+            f"the endpoint has been unreachable since {since} UTC ({self.reason}), longer than "
+            f"--outage-timeout ({self.timeout:g} s): check the network and the endpoint, then resume"
+        )
+
+    async def unreachable(self, reason: str) -> None:
+        """A request could not reach the endpoint: return when it is worth trying again (or raise OutageTimeout)."""
+        now = time.monotonic()
+        if self.down_since is None:
+            self.down_since, self.down_since_wall, self.reason = now, time.time(), reason
+            self._up = anyio.Event()
+        elapsed = now - self.down_since
+        if elapsed >= self.timeout:
+            raise self._expired()
+        if not self._announced and elapsed >= self.ANNOUNCE_AFTER:
+            self._announced = True
+            self.outages += 1
+            if self.notify is not None:
+                self.notify(f"{self.status()} ({self.reason}); giving up after {self.timeout:g} s (--outage-timeout)")
+        if self._probing:
+            await self.wait_up()
+            return
+        self._probing = True  # this request is the probe: it tries again after a short, growing, jittered pause
+        try:
+            self._probes += 1
+            pause = random.uniform(0.5, 1.0) * min(self.probe_cap, 0.05 * 2**self._probes)  # noqa: S311
+            with anyio.move_on_after(min(pause, max(0.0, self.timeout - elapsed))):
+                await self._up.wait()  # another request got through: no need to wait longer
+        finally:
+            self._probing = False
+
+    async def wait_up(self) -> None:
+        """Before a request: while the endpoint is down and another request probes it, wait."""
+        while self.down_since is not None and self._probing:
+            remaining = self.timeout - (time.monotonic() - self.down_since)
+            if remaining <= 0:
+                raise self._expired()
+            with anyio.move_on_after(remaining):
+                await self._up.wait()
+
+
 class Pacer:
     def __init__(
         self,
         limiter: AdaptiveLimiter | None,
         rate: RateLimiter,
         policy: RetryPolicy | None = None,
+        health: EndpointHealth | None = None,
     ) -> None:
         self.limiter = limiter
         self.rate = rate
         self.policy = policy or RetryPolicy()
+        self.health = health
         self.retries = 0
         self.recovered = 0  # writes found carried out after a failure that left it unknown
 
@@ -153,7 +250,10 @@ class Pacer:
         request's), or None; only then is the request sent again, or given up.
         """
         attempt = 0
+        health = self.health
         while True:
+            if health is not None and health.down:
+                await health.wait_up()
             if self.rate.active:
                 await self.rate.wait()
             try:
@@ -164,6 +264,16 @@ class Pacer:
                         result = await fn()
             except Exception as exc:
                 err = classify(exc, what=what, bucket=bucket, profile_hint=who)
+                if health is not None and isinstance(err, RetryableError) and err.unreachable:
+                    # The endpoint, not this request: wait for it (or OutageTimeout), spend no attempt.
+                    await health.unreachable(str(err))
+                    if err.ambiguous and landed is not None:
+                        found = await landed()
+                        if found is not None:
+                            self.recovered += 1
+                            return found
+                    self.retries += 1
+                    continue
                 retry = isinstance(err, RetryableError) and attempt + 1 < self.policy.attempts
                 if isinstance(err, RetryableError):
                     if err.throttled and self.limiter is not None:
@@ -184,4 +294,6 @@ class Pacer:
                 continue
             if self.limiter is not None:
                 self.limiter.on_success()
+            if health is not None and health.down:
+                health.succeeded()
             return result

@@ -42,6 +42,7 @@ class Counters:
     listed_by_shard: dict[int, int] = field(default_factory=dict)  # for an ETA before listing ends
     finished_shards: set[int] = field(default_factory=set)
     pacing: Callable[[], dict[str, Any]] | None = None  # concurrency and throttling figures, for the JSON log
+    status: Callable[[], str] | None = None  # a word from the run's pacing ("endpoint unreachable since …")
 
     @property
     def done(self) -> int:
@@ -71,7 +72,9 @@ class Counters:
         listing = "listed" if self.listing_done() else (f"listing {self.shards_listed}/{self.shards} shards")
         e = self.eta()
         total = e.total if e.total is not None else self.listed
-        return self.done, total, f"{human_bytes(self.copied_bytes)}, {self.failed} failed, {listing}, {e.text()}"
+        note = self.status() if self.status is not None else ""
+        postfix = f"{human_bytes(self.copied_bytes)}, {self.failed} failed, {listing}, {e.text()}"
+        return self.done, total, f"{note}; {postfix}" if note else postfix
 
     def record(self) -> dict[str, Any]:
         """The periodic line as one JSON object (--log-format json)."""
@@ -105,9 +108,11 @@ class Counters:
             if self.shards and self.shards_listed >= self.shards
             else (f"listing {self.shards_listed}/{self.shards} shards")
         )
+        note = self.status() if self.status is not None else ""
         return (
             f"{self.copied:,} copied ({human_bytes(self.copied_bytes)}) of {self.listed:,} listed, "
             f"{self.failed:,} failed, {self.skipped:,} skipped, {rate:,.0f} versions/s, {listing}, {self.eta().text()}"
+            + (f"; {note}" if note else "")
         )
 
 

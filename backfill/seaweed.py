@@ -39,6 +39,7 @@ class LocalS3:
     secret_key: str
     data_dir: Path
     pid: int
+    https_url: str = ""  # the same S3 gateway over TLS, when started with a certificate
 
     def env(self) -> dict[str, str]:
         """Environment variables that point the AWS SDKs at this server."""
@@ -107,15 +108,78 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=5)
 
 
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """A certificate and key for the S3 gateway's HTTPS port (PEM files)."""
+
+    cert_file: Path
+    key_file: Path
+
+
+class Server:
+    """One `weed mini` on fixed ports and a fixed data directory: started, killed and started again.
+
+    The test bed kills it with SIGKILL (an outage: a crashed server, a dropped link) and starts it
+    again on the same ports and data (`kill`, `start`): clients see connections refused meanwhile.
+    """
+
+    def __init__(self, cmd: list[str], root: Path, info: LocalS3) -> None:
+        self.cmd = cmd
+        self.root = root
+        self.log = root / "weed.log"
+        self._info = info
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    @property
+    def info(self) -> LocalS3:
+        pid = self.proc.pid if self.proc is not None else 0
+        return LocalS3(
+            self._info.endpoint_url, self._info.access_key, self._info.secret_key, self.root, pid, self._info.https_url
+        )
+
+    def start(self, timeout: float = 60) -> None:
+        """Start the server (again) and wait until it answers S3 requests."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        with self.log.open("ab") as logf:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        self.starts += 1
+        _wait_ready(self._info.endpoint_url + "/", self.proc, self.log, timeout=timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, connections refused from now on (a crash, not a stop)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            _stop(self.proc)
+
+
 @contextlib.contextmanager
-def local_s3(
-    data_dir: Path | None = None, *, cpu: int | None = None, identities: Sequence[Mapping[str, Any]] = ()
-) -> Iterator[LocalS3]:
+def seaweed_server(
+    data_dir: Path | None = None,
+    *,
+    cpu: int | None = None,
+    identities: Sequence[Mapping[str, Any]] = (),
+    tls: Tls | None = None,
+) -> Iterator[Server]:
     """Start `weed mini` on free loopback ports; stop it and remove its data on exit.
 
     `cpu` pins the server to one core (benchmarks), when `taskset` is available.
     `identities` are added beside the admin one, in SeaweedFS's form:
     {"name": …, "credentials": [{"accessKey": …, "secretKey": …}], "actions": ["Read:bucket-*", …]}.
+    `tls` also serves the S3 gateway over HTTPS on a port of its own (LocalS3.https_url).
     """
     weed = weed_binary()
     owned = data_dir is None
@@ -140,7 +204,8 @@ def local_s3(
         admin,
         admin_grpc,
         metrics,
-    ) = _free_ports(11)
+        s3_https,
+    ) = _free_ports(12)
     cmd = [
         weed,
         "mini",
@@ -171,19 +236,31 @@ def local_s3(
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
     ]
+    https_url = ""
+    if tls is not None:
+        cmd += [f"-s3.port.https={s3_https}", f"-s3.cert.file={tls.cert_file}", f"-s3.key.file={tls.key_file}"]
+        https_url = f"https://localhost:{s3_https}"
     if cpu is not None and shutil.which("taskset"):
         cmd = ["taskset", "-c", str(cpu), *cmd]
     (root / "data").mkdir(exist_ok=True)
-    log = root / "weed.log"
-    with log.open("wb") as logf:
-        proc = subprocess.Popen(
-            cmd, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+    server = Server(cmd, root, LocalS3(f"http://127.0.0.1:{s3}", ACCESS_KEY, SECRET_KEY, root, 0, https_url))
     try:
-        endpoint = f"http://127.0.0.1:{s3}"
-        _wait_ready(endpoint + "/", proc, log, timeout=60)
-        yield LocalS3(endpoint, ACCESS_KEY, SECRET_KEY, root, proc.pid)
+        server.start()
+        yield server
     finally:
-        _stop(proc)
+        server.stop()
         if owned:
             shutil.rmtree(root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def local_s3(
+    data_dir: Path | None = None,
+    *,
+    cpu: int | None = None,
+    identities: Sequence[Mapping[str, Any]] = (),
+    tls: Tls | None = None,
+) -> Iterator[LocalS3]:
+    """A started `weed mini` (see seaweed_server), as the endpoint and keys that reach it."""
+    with seaweed_server(data_dir, cpu=cpu, identities=identities, tls=tls) as server:
+        yield server.info

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated
 
 import typer
@@ -48,4 +49,9 @@ app.add_typer(setup_app, name="setup")
 
 
 def main() -> None:
+    # botocore logs a failed credential refresh as a warning with its traceback; with no handler
+    # configured, Python's last-resort handler would print it. The run reports it in one line
+    # (errors.credentials_expired) instead.
+    for name in ("botocore", "aiobotocore"):
+        logging.getLogger(name).addHandler(logging.NullHandler())
     app()

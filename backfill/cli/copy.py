@@ -100,6 +100,13 @@ def copy(
         ),
     ] = None,
     progress_interval: ProgressInterval = 30.0,
+    outage_timeout: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the endpoint may stay unreachable (the run pauses meanwhile) before the run stops "
+            "like Ctrl-C, exit 2, to be resumed."
+        ),
+    ] = 15 * 60.0,
     state: Annotated[
         str | None,
         typer.Option(
@@ -187,6 +194,7 @@ def copy(
             inventory_max_age=parse_age(inventory_max_age).total_seconds() if inventory else None,
             log_format=log_choice(log_format),
             quiet=quiet,
+            outage_timeout=outage_timeout,
         ).validate()
 
     cfg = guard(build)
@@ -224,7 +232,7 @@ def copy(
     if not dry_run and not quiet:
         typer.echo(f"manifest: {cfg.manifest}", err=True)
     try:
-        result = guard(lambda: run_async(run_copy, cfg), None if dry_run else cfg.manifest)
+        result = guard(lambda: run_async(run_copy, cfg), None if dry_run else cfg.manifest, resumable=not dry_run)
     except KeyboardInterrupt:  # before the run watches for signals itself: nothing was copied yet
         typer.echo(f"\n{resume_hint()}", err=True)
         raise typer.Exit(130) from None

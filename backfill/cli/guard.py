@@ -16,7 +16,7 @@ from typing import TypeVar
 import anyio
 import typer
 
-from backfill.errors import UserError, first_error
+from backfill.errors import StopRun, UserError, first_error
 from backfill.manifest import manifest_error
 
 T = TypeVar("T")
@@ -29,16 +29,23 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def guard(fn: Callable[[], T], manifest: str | None = None) -> T:
-    """Run `fn`; a UserError (or a failure of the `manifest` file) becomes one line and exit 2."""
+def guard(fn: Callable[[], T], manifest: str | None = None, *, resumable: bool = False) -> T:
+    """Run `fn`; a UserError (or a failure of the `manifest` file) becomes one line and exit 2.
+
+    `resumable`: a StopRun (the endpoint gone past --outage-timeout, credentials that expired) is
+    followed by the command that resumes, as after Ctrl-C.
+    """
     try:
         return fn()
     except BaseException as exc:
-        err = first_error(exc, UserError)
+        err = first_error(exc, StopRun) or first_error(exc, UserError)
         if err is None and manifest is not None:
             err = manifest_error(exc, manifest)
         if err is not None:
-            raise fail(str(err)) from None
+            code = fail(str(err))
+            if resumable and isinstance(err, StopRun):
+                typer.echo(resume_hint(), err=True)
+            raise code from None
         raise
 
 

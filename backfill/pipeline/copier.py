@@ -14,7 +14,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from backfill.config import rebase
-from backfill.errors import AccessDenied, ObjectError, RetryableError
+from backfill.errors import SIGNATURE_CODES, AccessDenied, ObjectError, RetryableError, credentials_expired
 from backfill.models import Item, KeyJob, State, Version
 from backfill.pipeline.checkpoint import Checkpoint
 from backfill.pipeline.evidence import Head, HeadFn, is_our_copy, may_be_ours
@@ -76,6 +76,8 @@ class Workers:
             except AccessDenied as exc:
                 if self.counters.copied == 0:
                     raise  # nothing has worked yet: the grant is missing, not this object's
+                if exc.code in SIGNATURE_CODES:  # it worked before: the credentials changed under the run
+                    raise credentials_expired(exc.who, exc.code) from exc
                 failed = True
                 await self._record(job, it, State.FAILED, why=str(exc))
             except ObjectError as exc:

@@ -222,6 +222,8 @@ async def run_pipeline(
     """
     out = out or sys.stderr
     hooks = hooks or Hooks()
+    if sides.health is not None and counters.status is None:
+        counters.status = sides.health.status
     inventory = await open_inventory(cfg, sides) if cfg.inventory is not None else None
     notice = _Notice(counters, out)
     if inventory is not None and not cfg.dry_run and not cfg.quiet:

@@ -10,6 +10,7 @@ retry and throttling figures (`Sides.pacing()`).
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 
 from backfill.config import RunConfig
 from backfill.errors import UserError
-from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
+from backfill.pacing import AdaptiveLimiter, EndpointHealth, Pacer, RateLimiter
 from backfill.pipeline.kms import kms_preflight
 from backfill.s3 import LIST_POOL, Bucket, Sessions, open_bucket, reserve_open_files
 
@@ -80,6 +81,7 @@ class Sides:
     carry_lock: bool  # the source has Object Lock: copies carry its retention and legal holds
     rtt: float = 0.05  # seconds a bucket request took at preflight (the estimate's default latency)
     preflight_heads: int = 0  # HEADs the KMS preflight sent (the estimate counts them)
+    health: EndpointHealth | None = None  # shared by both pacers: an unreachable endpoint pauses the run
 
     def pacing(self) -> PaceStats:
         lim = self.limiter
@@ -123,13 +125,19 @@ async def preflight(cfg: RunConfig, src: Bucket, dst: Bucket) -> bool:
     return carry_lock
 
 
+def _notify(line: str) -> None:
+    sys.stderr.write(f"backfill: {line}\n")
+    sys.stderr.flush()
+
+
 @contextlib.asynccontextmanager
 async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
     """Both buckets, paced, and preflighted. Raises UserError for anything the user must fix."""
     rate = RateLimiter(cfg.max_rps)
     limiter = AdaptiveLimiter(cfg.concurrency, floor=min(4, cfg.concurrency))
-    list_pacer = Pacer(None, rate)
-    copy_pacer = Pacer(limiter, rate)
+    health = EndpointHealth(cfg.outage_timeout, notify=_notify)
+    list_pacer = Pacer(None, rate, health=health)
+    copy_pacer = Pacer(limiter, rate, health=health)
     sessions = Sessions()  # the two sides share one session when they share a profile
     reserve_open_files(cfg.concurrency + 8)
     async with (
@@ -140,4 +148,4 @@ async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
         carry_lock = await preflight(cfg, src, dst)
         rtt = (time.monotonic() - began) / 2  # two requests: the replica's versioning, the source's Object Lock
         heads = await kms_preflight(cfg, src, sessions)
-        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, rtt, heads)
+        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, rtt, heads, health)

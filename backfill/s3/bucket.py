@@ -14,7 +14,16 @@ from typing import Any
 import anyio
 from botocore.exceptions import ClientError
 
-from backfill.errors import ObjectError, RetryableError, UserError, classify
+from backfill.errors import (
+    EXPIRED_CODES,
+    SKEW_CODES,
+    ObjectError,
+    RetryableError,
+    UserError,
+    classify,
+    clock_skew,
+    credentials_expired,
+)
 from backfill.pacing import Pacer, RetryPolicy
 from backfill.s3.listing import ENTRIES, VersionPage
 from backfill.s3.sse_c import SSE_C, CustomerKey
@@ -88,8 +97,9 @@ class Bucket:
                 if isinstance(err, RetryableError) and attempt + 1 < policy.attempts:
                     await anyio.sleep(policy.delay(attempt))
                     continue
-                hdrs = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
-                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                response = getattr(exc, "response", None) or {}  # None on botocore's SSLError and friends
+                hdrs = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+                code = response.get("Error", {}).get("Code", "")
                 if code in ("301", "PermanentRedirect", "400") and hdrs.get("x-amz-bucket-region"):
                     return str(hdrs["x-amz-bucket-region"])  # elsewhere: the caller reopens there
                 if code in ("404", "NoSuchBucket"):
@@ -112,12 +122,16 @@ class Bucket:
         """Why HeadBucket was refused, as one line: HEAD answers carry no error code, so a
         one-key listing asks for it (an unknown key, a wrong secret, an expired token)."""
         code = ""
+        response: dict[str, Any] = {}
         try:
             await self.client.list_objects_v2(Bucket=self.name, MaxKeys=1)
         except ClientError as exc:
+            response = exc.response
             code = str(exc.response.get("Error", {}).get("Code", ""))
         except Exception:  # noqa: S110 - only a better message was at stake
             pass
+        if code in SKEW_CODES:
+            return clock_skew(response.get("Error", {}), response.get("ResponseMetadata", {}).get("HTTPHeaders", {}))
         if code == "InvalidAccessKeyId":
             return UserError(
                 f"the access key of {self.who} is not known to the {self.label}'s server (InvalidAccessKeyId): "
@@ -128,11 +142,8 @@ class Bucket:
                 f"the secret key of {self.who} does not match its access key (SignatureDoesNotMatch): "
                 "check the credentials (AWS_SECRET_ACCESS_KEY, --source-profile/--dest-profile)"
             )
-        if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
-            return UserError(
-                f"the session token of {self.who} is expired or invalid ({code}): renew the credentials "
-                "(aws sso login, or a new session)"
-            )
+        if code in EXPIRED_CODES:
+            return credentials_expired(self.who, code)
         payer = "" if self.request_payer else ", or, for a Requester Pays bucket, pass --request-payer requester"
         if self.expected_owner:
             option = "--expected-source-owner" if self.label == "source" else "--expected-dest-owner"

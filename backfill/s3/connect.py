@@ -52,6 +52,15 @@ class _NoResendSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore has
     which first looks for the lost write (Pacer.run's `landed`).
     """
 
+    def _get_ssl_context(self) -> Any:
+        # botocore's context (create_urllib3_context) leaves check_hostname off because urllib3
+        # matches host names itself; aiohttp does not, so without this a certificate of any other
+        # host signed by a trusted CA would be accepted (aiobotocore 2.25, aiohttp 3.14; seen in
+        # tests/test_tls.py::test_certificate_problems_are_one_line_and_write_nothing[hostname-mismatch-botocore]).
+        context = super()._get_ssl_context()
+        context.check_hostname = True
+        return context
+
     async def _get_session(self, proxy_url: str | None) -> Any:
         session = await super()._get_session(proxy_url)
         if getattr(session, "_retry_connection", False):
@@ -98,6 +107,7 @@ def open_client(
     which the lean path also uses (ca_file). An S3 client never retries by
     itself: run its requests through a Pacer.
     """
+    check_ca_bundle(session)
     config = _botocore_config(
         service,
         path_style=bool(endpoint_url),
@@ -117,6 +127,24 @@ def ca_file(session: aioboto3.Session) -> str:
     """The certificates botocore verifies HTTPS with: AWS_CA_BUNDLE, the profile's ca_bundle, or its own."""
     configured = os.environ.get("AWS_CA_BUNDLE") or session._session.get_config_variable("ca_bundle")
     return str(configured or get_cert_path(True))
+
+
+def check_ca_bundle(session: aioboto3.Session) -> None:
+    """A configured CA bundle that cannot be used is one line now, not a failure per request later."""
+    from_env = bool(os.environ.get("AWS_CA_BUNDLE"))
+    path = os.environ.get("AWS_CA_BUNDLE") or session._session.get_config_variable("ca_bundle")
+    if not path:
+        return
+    name = f"AWS_CA_BUNDLE={path}" if from_env else f"the profile's ca_bundle ({path}; or AWS_CA_BUNDLE)"
+    fix = "point it at the PEM file of the CA that signs the endpoint's certificate, or unset it"
+    try:
+        ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise UserError(f"{name}: no such file: {fix}") from None
+    except ssl.SSLError as exc:
+        raise UserError(f"{name} holds no usable PEM certificate ({exc.reason or exc}): {fix}") from None
+    except OSError as exc:
+        raise UserError(f"{name} cannot be read as a certificate file ({exc.strerror or exc}): {fix}") from None
 
 
 def who(profile: str | None) -> str:

@@ -19,7 +19,7 @@ import ssl
 from dataclasses import dataclass
 from typing import cast
 
-from backfill.errors import ConnectFailed
+from backfill.errors import ConnectFailed, certificate_problem
 
 _MAX_HEAD = 64 * 1024
 _CHUNKED = -1
@@ -235,6 +235,8 @@ class Pool:
             )
         except TimeoutError:
             raise ConnectFailed(f"connecting to {self.host}:{self.port} timed out") from None
+        except ssl.SSLError as exc:  # before OSError (it is one): no retry can fix a certificate
+            raise certificate_problem(f"https://{self.host}:{self.port}", str(exc)) from exc
         except OSError as exc:  # refused, DNS failures, unreachable networks
             raise ConnectFailed(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
         conn.transport = transport  # uvloop may call connection_made only after this returns

@@ -39,7 +39,7 @@ _HEADER_OF = {
     "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id",
 }
 
-_ERROR_FIELD = re.compile(rb"<(Code|Message|RequestId)>([^<]*)</\1>")
+_ERROR_FIELD = re.compile(rb"<(Code|Message|RequestId|RequestTime|ServerTime)>([^<]*)</\1>")
 _USER_AGENT = f"backfill/{__version__}"
 _CREDENTIALS_TTL = 5.0  # seconds between asking botocore whether the credentials need a refresh
 SLOWEST_COPY = 10 * 1024 * 1024  # bytes/s that a server-side copy is assumed to manage at least
@@ -50,7 +50,9 @@ def _client_error(op: str, r: Response) -> ClientError:
     fields = {k.decode(): v.decode("utf-8", "replace") for k, v in _ERROR_FIELD.findall(r.body)}
     code = fields.get("Code") or str(r.status)
     meta = {"HTTPStatusCode": r.status, "HTTPHeaders": r.headers, "RequestId": fields.get("RequestId", "")}
-    return ClientError({"Error": {"Code": code, "Message": fields.get("Message", "")}, "ResponseMetadata": meta}, op)
+    error = {"Code": code, "Message": fields.get("Message", "")}
+    error |= {k: fields[k] for k in ("RequestTime", "ServerTime") if k in fields}  # RequestTimeTooSkewed's
+    return ClientError({"Error": error, "ResponseMetadata": meta}, op)
 
 
 def copy_headers(source_bucket: str, v: Version, target: dict[str, Any]) -> dict[str, str]:
