@@ -428,6 +428,8 @@ class Replicator:
                     up = None
         except (ConnectionError, asyncio.IncompleteReadError):
             return
+        except asyncio.CancelledError:
+            return  # the proxy is stopping (3.11's start_server logs a handler that ends cancelled)
         finally:
             for w in (writer, up[1] if up is not None else None):
                 if w is not None:
