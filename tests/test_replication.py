@@ -38,8 +38,11 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
+import anyio
 import pytest
 
+from backfill.models import Version
+from backfill.pipeline.replication import PENDING, Fix, fix_needed, plan_key, scope_from
 from testbed.replicator import COMPLETED, FAILED, Replicator, replicator_for
 from tests.conftest import Entry, Store, copied_versions, start_cli
 
@@ -334,3 +337,69 @@ def test_verify_pairs_replicated_versions_and_catches_a_stale_current(
     d = json.loads(caught.stdout)
     assert caught.code == 1
     assert d["differences"]["current_differs"] == 1
+
+
+# --- the rules of backfill/pipeline/replication.py, without servers -------------------------------
+
+
+def _v(vid: str, dm: bool = False) -> Version:
+    return Version("k", vid, 0 if dm else 1, "" if dm else "e", "2026-01-01T00:00:00.000Z", is_delete_marker=dm)
+
+
+def _plan(history: list[Version], statuses: dict[str, str | None], current: str | None) -> tuple[str, bool, int]:
+    async def head_current() -> tuple[str | None, str | None]:
+        return current, statuses.get(current or "")
+
+    async def head_version(v: Version) -> str | None:
+        return statuses.get(v.version_id)
+
+    plan = anyio.run(lambda: plan_key(history, head_current=head_current, head_version=head_version))
+    return "".join(o.value[0] for o in plan.owners), plan.hot, plan.heads
+
+
+def test_plan_cold_hot_failed_and_markers() -> None:
+    h = [_v("a"), _v("b"), _v("c")]
+    assert _plan(h, {}, "c") == ("ccc", False, 1)  # cold: one HEAD
+    assert _plan(h, {"c": COMPLETED, "b": PENDING}, "c") == ("cll", True, 3)
+    assert _plan(h, {"c": FAILED}, "c") == ("ccf", True, 2)
+    assert _plan(h, {"x": PENDING}, "x") == ("ccc", True, 2)  # written since the listing: hot
+    assert _plan(h, {}, None) == ("ccc", True, 2)  # a delete marker since the listing
+    m = [_v("a"), _v("m1", dm=True), _v("b"), _v("m2", dm=True)]
+    assert _plan(m, {"b": COMPLETED}, None) == ("ccll", True, 2)  # m1 cannot tell: copied
+    assert _plan(m, {}, None) == ("cccc", False, 1)
+    assert _plan([_v("m", dm=True)], {}, None) == ("c", False, 0)
+
+
+def test_fix_only_when_the_backfill_is_on_top_of_a_delivered_current() -> None:
+    ours, top = {"r1"}, _v("r1")
+    assert fix_needed(top, ours, ("s", COMPLETED), delete_markers=True) is Fix.COPY_CURRENT
+    assert fix_needed(top, ours, ("s", PENDING), delete_markers=True) is Fix.NONE
+    assert fix_needed(top, ours, ("s", FAILED), delete_markers=True) is Fix.NONE
+    assert fix_needed(_v("r2"), ours, ("s", COMPLETED), delete_markers=True) is Fix.NONE
+    assert fix_needed(top, ours, (None, None), delete_markers=True) is Fix.DELETE_MARKER
+    assert fix_needed(top, ours, (None, None), delete_markers=False) is Fix.NONE
+    assert fix_needed(_v("r1", dm=True), ours, (None, None), delete_markers=True) is Fix.NONE
+
+
+def test_scope_from_get_bucket_replication() -> None:
+    dest = {"Bucket": "arn:aws:s3:::dst"}
+    cfg = {
+        "Rules": [
+            {"Status": "Enabled", "Priority": 1, "Filter": {"Prefix": "a/"}, "Destination": dest,
+             "DeleteMarkerReplication": {"Status": "Enabled"}},
+            {"Status": "Enabled", "Priority": 2, "Filter": {"And": {"Prefix": "a/b", "Tags": [{"Key": "t"}]}},
+             "Destination": dest, "DeleteMarkerReplication": {"Status": "Disabled"}},
+            {"Status": "Disabled", "Priority": 3, "Filter": {"Prefix": ""}, "Destination": dest},
+            {"Status": "Enabled", "Priority": 4, "Filter": {"Prefix": ""}, "Destination": {"Bucket": "arn:aws:s3:::x"}},
+        ]
+    }  # fmt: skip
+    scope = scope_from(cfg, "dst")
+    assert scope is not None
+    assert scope.rule_for("c") is None
+    a = scope.rule_for("a/x")
+    assert a is not None and a.delete_markers
+    ab = scope.rule_for("a/b1")
+    assert ab is not None and not ab.delete_markers and ab.priority == 2
+    assert scope_from(cfg, "other") is None and scope_from(None, "dst") is None
+    v1 = scope_from({"Rules": [{"Status": "Enabled", "Prefix": "p", "Destination": dest}]}, "dst")
+    assert v1 is not None and v1.rule_for("p1") is not None

@@ -1,0 +1,222 @@
+"""A backfill beside live replication: which versions are the backfill's, and the replica's current version.
+
+The product's own order is replication first (`backfill setup apply`), then the backfill of what
+was there before (`backfill copy`), often days later, on a bucket still being written. S3 then
+replicates every version written after the rule went on, keeping its version ID, and HEAD/GET of
+such a source version answers `x-amz-replication-status` PENDING, COMPLETED or FAILED; a version
+from before the rule answers none; the replica's copy answers REPLICA; ListObjectVersions shows no
+status at all (AWS documentation cited in testbed/replicator.py, which emulates all of this).
+
+**Detection** (once per run, `scope_from`). GetBucketReplication on the source (the source
+principal; the backfill grant includes `s3:GetReplicationConfiguration`). The rules that matter are
+Enabled and have `Destination.Bucket` = the replica's ARN. Each gives a key prefix (`Filter.Prefix`,
+`Filter.And.Prefix`, a tag filter counts as "any key": the statuses decide per object; a V1 rule's
+`Prefix`) and whether it replicates delete markers (`DeleteMarkerReplication` Enabled; a V1 rule
+does, a tag-filtered rule cannot). No configuration (404 ReplicationConfigurationNotFoundError), no
+rule into this replica, or a job whose destination prefix differs from its source prefix (replication
+writes the same key, the backfill then writes another one): the run is the plain one, with no extra
+request besides that one GetBucketReplication. AccessDenied: one warning line, and the plain run
+(the README says to re-run `backfill setup grant-backfill`).
+
+**Which versions are whose** (`plan_key`, per key under a rule's prefix, before its copies). The
+versions written after the rule went on are the newest ones of a key: a suffix of its history.
+  1. A cold key costs one HEAD. If the listed newest entry is an object version, HEAD the key
+     *without* a version ID: it answers the current version and its status. Same version as listed
+     and no status: every listed version is from before the rule (they are all older), and nothing
+     was written since the listing. A newer current version (or a 404: a delete marker since), means
+     writes after the listing: the key is *hot* (see the fix below), and the listed newest version
+     is HEADed by its ID. If the listed newest entry is a delete marker, the newest object version
+     is HEADed by its ID (a delete marker has no status to read: HEAD of one answers 405).
+  2. While a HEADed version has a status, the next older object version is HEADed too: a hot key
+     costs one HEAD per version written after the rule, plus one.
+  3. PENDING or COMPLETED: left to replication (manifest state LEFT_TO_REPLICATION, never
+     copied). FAILED: recorded as failed with a reason that names S3 Batch Replication (S3 does not
+     retry a FAILED replication; a Batch Replication job with the ReplicationStatus FAILED filter
+     does, keeping the version ID); the run exits 1, and a later run HEADs it again: once COMPLETED
+     it is left to replication. Copying it instead would put it above newer replicated versions.
+     No status: copied, in order, as before.
+  4. A delete marker newer than a version replication owns is replication's too (or, under a rule
+     that does not replicate delete markers, left out as replication leaves it out). A delete marker
+     with only versions from before the rule below it cannot be told apart: it is copied. If it was
+     in fact written after the rule and the rule replicates delete markers, the replica holds that
+     marker twice, one above the other (the current state, deleted, is the same). This is the one
+     duplicate this strategy allows besides the fix below.
+
+**The current version** (`fix_needed`, once per hot key, after its copies). A backfill copy is
+always the replica's newest version, so old versions copied after replication delivered newer ones
+end on top: the replica's current would be stale. After the key's copies, list the key in the replica
+(one ListObjectVersions) and, only if its newest entry is one of the backfill's copies, HEAD the
+source key's current version:
+  - COMPLETED (it was delivered, and lies below the backfill's copies): copy it once more, a *final
+    copy of the current version*, recorded in the manifest as such (table `current_fix`), counted as
+    `current_fixes` in the summary, `status` and `--json`;
+  - PENDING: nothing to do, replication will put it on top; FAILED: nothing, it is reported and
+    Batch Replication will put it on top; no status: the current version is from before the rule;
+  - a delete marker (404): under a rule that replicates delete markers, a delete marker on top
+    (DeleteObject), unless the replica's newest entry is a marker already.
+The replica's history of such a key then reads: the versions replication delivered before the
+backfill, the versions from before the rule (copied, in order), then the current version once more
+(a copy, not a REPLICA), then whatever replication delivers later. Its current version is the
+source's; the extra version is the final copy, one per fixed key. The newest entry of the key whose
+version is left to replication is recorded only after this check: a run killed before it leaves that
+version pending, so the next run checks the key again (a fix that landed unrecorded is then the
+replica's newest entry and not the backfill's last copy, so it is not made twice).
+
+Left open, documented: a version written after a cold key's HEAD and delivered by replication before
+that key's last copy lands (a window of the key's own copy time, milliseconds for small objects) is
+overtaken by the copy; `verify` reports the key as `current_differs`. Without replication on the
+source nothing of this runs: no HEAD, no listing of the replica.
+
+**verify** (both modes) pairs a replica version with a source version by the same version ID (S3
+keeps it) or, failing that, by its REPLICA status and content in history order; the final copy of
+the current version is recognised (the manifest records it; without a manifest: the replica's newest
+entry equal to the source's current, above a REPLICA of it); and it checks every key's current
+version: category `current_differs`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from backfill.models import Version
+
+PENDING, COMPLETED, FAILED, REPLICA = "PENDING", "COMPLETED", "FAILED", "REPLICA"
+OWNED = frozenset({PENDING, COMPLETED})  # statuses of versions replication owns
+BATCH_REPLICATION = (
+    "replication FAILED for this version (S3 does not retry it): an S3 Batch Replication job with the "
+    "ReplicationStatus FAILED filter replicates it; then run this command again"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    prefix: str
+    delete_markers: bool
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """The source's enabled replication rules into this replica (prefix, delete markers)."""
+
+    rules: tuple[Rule, ...]
+
+    def rule_for(self, key: str) -> Rule | None:
+        """The rule that replicates `key` (the highest priority wins, as S3 decides between rules)."""
+        best: Rule | None = None
+        for r in self.rules:
+            if key.startswith(r.prefix) and (best is None or r.priority > best.priority):
+                best = r
+        return best
+
+    def covers(self, prefix: str) -> bool:
+        """Whether any key under `prefix` may be replicated."""
+        return any(r.prefix.startswith(prefix) or prefix.startswith(r.prefix) for r in self.rules)
+
+
+def scope_from(config: Mapping[str, Any] | None, replica_bucket: str) -> Scope | None:
+    """The rules of a GetBucketReplication answer (botocore's shape) that replicate into `replica_bucket`."""
+    if not config:
+        return None
+    arn = f"arn:aws:s3:::{replica_bucket}"
+    rules: list[Rule] = []
+    for i, r in enumerate(config.get("Rules", [])):
+        if r.get("Status") != "Enabled" or r.get("Destination", {}).get("Bucket") != arn:
+            continue
+        f = r.get("Filter")
+        if f is None:  # the V1 schema: a top-level Prefix, and delete markers are replicated
+            rules.append(Rule(r.get("Prefix", ""), True, -1 - i))
+            continue
+        tagged = "Tag" in f or bool(f.get("And", {}).get("Tags"))
+        prefix = f.get("Prefix", f.get("And", {}).get("Prefix", ""))
+        dm = r.get("DeleteMarkerReplication", {}).get("Status") == "Enabled" and not tagged
+        rules.append(Rule(prefix or "", dm, int(r.get("Priority", 0))))
+    return Scope(tuple(rules)) if rules else None
+
+
+class Owner(enum.Enum):
+    BACKFILL = "copy"  # from before the rule (or a delete marker that cannot tell): copied
+    REPLICATION = "left"  # PENDING or COMPLETED (or a delete marker above one): left to replication
+    FAILED = "failed"  # replication FAILED: reported, names S3 Batch Replication
+
+
+@dataclass(slots=True)
+class KeyPlan:
+    owners: list[Owner]  # one per listed entry, oldest first
+    hot: bool  # some version after the rule exists: check the current version after the copies
+    heads: int = 0
+
+
+async def plan_key(
+    history: Sequence[Version],
+    *,
+    head_current: Callable[[], Awaitable[tuple[str | None, str | None]]],
+    head_version: Callable[[Version], Awaitable[str | None]],
+) -> KeyPlan:
+    """Whose each listed entry of one key is (oldest first); see the module's docstring.
+
+    `head_current()` → (current version ID or None for a 404, its status); `head_version(v)` → status.
+    """
+    owners = [Owner.BACKFILL] * len(history)
+    objects = [i for i, v in enumerate(history) if not v.is_delete_marker]
+    plan = KeyPlan(owners, hot=False)
+    if not objects:
+        return plan  # delete markers only: nothing can tell, they are copied
+    newest = objects[-1]
+    status: str | None
+    if newest == len(history) - 1:
+        current, status = await head_current()
+        plan.heads += 1
+        if current != history[newest].version_id:
+            plan.hot = True  # written since the listing (a 404: a delete marker since)
+            status = await head_version(history[newest])
+            plan.heads += 1
+    else:
+        status = await head_version(history[newest])
+        plan.heads += 1
+    oldest_after_rule: int | None = None
+    pos = len(objects) - 1
+    while status is not None:
+        i = objects[pos]
+        owners[i] = Owner.FAILED if status == FAILED else Owner.REPLICATION
+        oldest_after_rule = i
+        plan.hot = True
+        pos -= 1
+        if pos < 0:
+            break
+        status = await head_version(history[objects[pos]])
+        plan.heads += 1
+    if oldest_after_rule is not None:
+        for i in range(oldest_after_rule + 1, len(history)):
+            if history[i].is_delete_marker:
+                # Newer than a replicated version: written after the rule. Under a rule without delete
+                # markers replication leaves it out, and so does the backfill.
+                owners[i] = Owner.REPLICATION
+    return plan
+
+
+class Fix(enum.Enum):
+    NONE = "none"
+    COPY_CURRENT = "copy"  # a final copy of the source's current version
+    DELETE_MARKER = "marker"  # a delete marker on top
+
+
+def fix_needed(
+    replica_newest: Version | None,
+    ours: frozenset[str] | set[str],
+    source_current: tuple[str | None, str | None],
+    *,
+    delete_markers: bool,
+) -> Fix:
+    """After a hot key's copies: does the replica's current need the final copy? (module docstring)"""
+    if replica_newest is None or replica_newest.version_id not in ours:
+        return Fix.NONE  # nothing of ours on top: replication's (or a fix made before a crash) is
+    current, status = source_current
+    if current is None:  # the source's current is a delete marker
+        if delete_markers and not replica_newest.is_delete_marker:
+            return Fix.DELETE_MARKER
+        return Fix.NONE
+    return Fix.COPY_CURRENT if status == COMPLETED else Fix.NONE
