@@ -42,7 +42,7 @@ import anyio
 import pytest
 
 from backfill.models import Version
-from backfill.pipeline.replication import PENDING, Fix, fix_needed, plan_key, scope_from
+from backfill.pipeline.replication import PENDING, Fix, fix_needed, pair_replicated, plan_key, scope_from
 from testbed.replicator import COMPLETED, FAILED, Replicator, replicator_for
 from tests.conftest import Entry, Store, copied_versions, start_cli
 
@@ -403,3 +403,23 @@ def test_scope_from_get_bucket_replication() -> None:
     assert scope_from(cfg, "other") is None and scope_from(None, "dst") is None
     v1 = scope_from({"Rules": [{"Status": "Enabled", "Prefix": "p", "Destination": dest}]}, "dst")
     assert v1 is not None and v1.rule_for("p1") is not None
+
+
+def test_verify_takes_out_replicated_versions_and_the_fix() -> None:
+    def v(vid: str, etag: str, dm: bool = False) -> Version:
+        return Version("k", vid, 0 if dm else 1, "" if dm else etag, "2026-01-01T00:00:00.000Z", is_delete_marker=dm)
+
+    src = [v("s1", "a"), v("s2", "b"), v("s3", "c")]  # s3 written after the rule
+    # Replication delivered s3 first (another ID here, REPLICA); the backfill copied s1, s2, then the fix.
+    rep = [v("r3", "c"), v("c1", "a"), v("c2", "b"), v("f3", "c")]
+    p = pair_replicated(src, rep, lambda r: r.version_id == "r3")
+    assert [(a.version_id, b.version_id) for a, b in p.replicated] == [("s3", "r3")]
+    assert p.fix is not None and p.fix.version_id == "f3"
+    assert [x.version_id for x in p.source_rest] == ["s1", "s2"]
+    assert [x.version_id for x in p.replica_rest] == ["c1", "c2"]
+    same_id = pair_replicated(src, [v("c1", "a"), v("c2", "b"), v("s3", "c")], lambda r: False)  # as on S3
+    assert same_id.fix is None and [a.version_id for a, _ in same_id.replicated] == ["s3"]
+    stale = pair_replicated(src, [v("r3", "c"), v("c1", "a"), v("c2", "b")], lambda r: r.version_id == "r3")
+    assert stale.fix is None and stale.replica_rest[-1].version_id == "c2"  # current_differs is verify's to say
+    recorded = pair_replicated(src, rep, lambda r: r.version_id == "r3", recorded_fix="f3")
+    assert recorded.fix is not None and recorded.fix.version_id == "f3"

@@ -220,3 +220,69 @@ def fix_needed(
             return Fix.DELETE_MARKER
         return Fix.NONE
     return Fix.COPY_CURRENT if status == COMPLETED else Fix.NONE
+
+
+def _content(v: Version) -> tuple[bool, int, str]:
+    return (v.is_delete_marker, v.size, v.etag)
+
+
+@dataclass(slots=True)
+class Pairing:
+    """How verify pairs one key's histories when the source replicates (module docstring)."""
+
+    replicated: list[tuple[Version, Version]]  # (source, replica) delivered by replication
+    fix: Version | None  # the replica's final copy of the current version
+    source_rest: list[Version]  # left for the ordinary comparison, oldest first
+    replica_rest: list[Version]
+
+
+def pair_replicated(
+    source: Sequence[Version],
+    replica: Sequence[Version],
+    is_replica: Callable[[Version], bool],
+    *,
+    recorded_fix: str | None = None,
+) -> Pairing:
+    """Take out of both histories the versions replication delivered, and the final copy of the current.
+
+    A replica version is replication's when it has a source version's ID (S3 keeps them) or when
+    `is_replica` says so (its REPLICA status); it pairs with the same-ID source version, else with the
+    newest unpaired source version of the same content (replication writes the newest versions).
+    The fix is `recorded_fix` (the manifest's), or else the replica's newest entry when it is not
+    replication's, equals the source's current version, and that current version was also delivered.
+    """
+    by_id = {v.version_id: v for v in source}
+    taken: set[int] = set()  # indexes into source
+    index = {id(v): i for i, v in enumerate(source)}
+    replicated: list[tuple[Version, Version]] = []
+    rest: list[Version] = []
+    for r in replica:
+        s = by_id.get(r.version_id)
+        if s is not None and index[id(s)] not in taken:
+            taken.add(index[id(s)])
+            replicated.append((s, r))
+            continue
+        if not r.is_delete_marker and is_replica(r):
+            for i in range(len(source) - 1, -1, -1):
+                if i not in taken and _content(source[i]) == _content(r):
+                    taken.add(i)
+                    replicated.append((source[i], r))
+                    break
+            else:
+                rest.append(r)  # a REPLICA of no source version: the ordinary comparison reports it
+            continue
+        rest.append(r)
+    fix: Version | None = None
+    if recorded_fix is not None:
+        fix = next((r for r in rest if r.version_id == recorded_fix), None)
+    elif (
+        rest
+        and source
+        and rest[-1] is replica[-1]
+        and (len(source) - 1) in taken
+        and _content(rest[-1]) == _content(source[-1])
+    ):
+        fix = rest[-1]
+    if fix is not None:
+        rest = [r for r in rest if r is not fix]
+    return Pairing(replicated, fix, [v for i, v in enumerate(source) if i not in taken], rest)
