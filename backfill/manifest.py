@@ -74,6 +74,9 @@ CREATE TABLE upload (token TEXT PRIMARY KEY, key TEXT NOT NULL, upload_id TEXT, 
 }
 
 
+_MERGED = ("shard", "version", "upload")  # the tables a shard's file adds to a merged manifest
+
+
 @dataclass(frozen=True, slots=True)
 class OpenUpload:
     """A multipart upload that a run began in the replica and did not see completed or aborted."""
@@ -251,6 +254,42 @@ class Manifest:
         conn.execute("SELECT count(*) FROM shard").fetchone()  # pins the WAL snapshot
         return Manifest(self.path, conn)
 
+    def snapshot_to(self, target: Path) -> None:
+        """A consistent single-file copy of this (live, WAL) manifest at `target`, created 0600.
+
+        Opens its own connections: safe from a thread while the writer goes on.
+        """
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        os.close(fd)
+        source = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        copy = sqlite3.connect(target)
+        try:
+            source.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")  # one file: no -wal beside it to carry along
+        finally:
+            copy.close()
+            source.close()
+
+    def merge_from(self, path: Path) -> None:
+        """Add the rows of another manifest of the same job (a shard's file) to this one, in one transaction.
+
+        Shards, versions and open multipart uploads are copied by column name: a column the
+        other file lacks takes its default; a table it lacks (an older schema) adds nothing.
+        """
+        self.conn.execute("ATTACH DATABASE ? AS other", (str(path),))
+        try:
+            with self.transaction() as c:
+                for table in _MERGED:
+                    mine = [r[1] for r in c.execute(f"PRAGMA main.table_info({table})")]
+                    theirs = {r[1] for r in c.execute(f"PRAGMA other.table_info({table})")}
+                    cols = ", ".join(f'"{n}"' for n in mine if n in theirs)
+                    if cols:
+                        c.execute(f"INSERT INTO main.{table} ({cols}) SELECT {cols} FROM other.{table}")
+        finally:
+            self.conn.execute("DETACH DATABASE other")
+
     def close(self) -> None:
         self.conn.close()
 
@@ -322,6 +361,16 @@ class Manifest:
     def set_job_value(c: sqlite3.Connection, name: str, value: str) -> None:
         """Run bookkeeping beside the job's identity (not part of it)."""
         c.execute("INSERT OR REPLACE INTO job VALUES (?, ?)", (name, value))
+
+    def set_first_run_started(self, when: str) -> None:
+        """When the job's first run began (ISO-8601): replica versions older than that are not its copies."""
+        with self.transaction() as c:
+            Manifest.set_job_value(c, "first_run_started", when)
+
+    def set_clean(self, clean: bool) -> None:
+        """False while a run may have copies in flight; True once it ended without abandoning any."""
+        with self.transaction() as c:
+            Manifest.set_job_value(c, "clean", "1" if clean else "0")
 
     @staticmethod
     def write_outcomes(c: sqlite3.Connection, rows: list[tuple[int, str, str, str, int]]) -> None:

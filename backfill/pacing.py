@@ -1,7 +1,7 @@
 """All waiting lives here: adaptive concurrency, a request-rate cap, and retries.
 
 One Pacer wraps every S3 request of a kind (rclone's lib/pacer does the same):
-the SDK's own retries are switched off (see s3.py), so a throttled request is
+the SDK's own retries are switched off (see s3/connect.py), so a throttled request is
 seen here once, shrinks the concurrency, and is retried with capped, jittered
 backoff instead of being retried three times underneath.
 """

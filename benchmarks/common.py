@@ -434,9 +434,9 @@ class ProxyRun:
 
 @contextlib.contextmanager
 def delay_proxy(upstream: str, rtt_ms: float, *, log: Path) -> Iterator[ProxyRun]:
-    """tests/proxy.py in its own process, pinned to the server's CPU."""
+    """testbed/proxy.py in its own process, pinned to the server's CPU."""
     stats_file = log.with_suffix(".stats.json")
-    cmd = [sys.executable, "-m", "tests.proxy", "--upstream", upstream, "--rtt-ms", str(rtt_ms)]
+    cmd = [sys.executable, "-m", "testbed.proxy", "--upstream", upstream, "--rtt-ms", str(rtt_ms)]
     cmd = pinned([*cmd, "--stats-file", str(stats_file)], SERVER_CPU)
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as err:

@@ -21,7 +21,7 @@ RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 def machine_line(pinned: bool, load: tuple[str, str], *, proxy: bool = True) -> str:
     m = machine()
     weed = f"SeaweedFS {seaweed_version()} (`weed mini`)"
-    server = f"{weed} and the delay proxy (tests/proxy.py)" if proxy else weed
+    server = f"{weed} and the delay proxy (testbed/proxy.py)" if proxy else weed
     pin = (
         f"{server} pinned to CPU 0, the client pinned to CPU 1 (`taskset`)"
         if pinned

@@ -1,6 +1,6 @@
 """`python -m benchmarks run`: backfill beside s5cmd, aws s3 sync and rclone, on one local SeaweedFS.
 
-The server (and, for RTT > 0, the delay proxy of tests/proxy.py in front of it)
+The server (and, for RTT > 0, the delay proxy of testbed/proxy.py in front of it)
 runs on CPU 0, each tool on CPU 1, one after another (A B C D, repeated), each
 into a fresh destination bucket. A run counts only after its result is checked:
 every expected key is there with the source's ETag, and a sample of contents

@@ -20,9 +20,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from backfill.seaweed import local_s3
-from tests.conftest import Store, _client
-from tests.torture import check, seed, torture
+from testbed.servers import seaweedfs
+from testbed.torture import check, seed, torture
 
 
 def main() -> None:
@@ -35,8 +34,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--max-rps", type=int, default=300, help="pace of the stopped runs (the last one runs free)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, local_s3(Path(tmp) / "sw") as s:
-        store = Store("seaweedfs", s.endpoint_url, s.env(), _client(s.endpoint_url, s.access_key, s.secret_key))
+    with tempfile.TemporaryDirectory() as tmp, seaweedfs(Path(tmp) / "sw", identities=False) as store:
         src, dst = store.buckets()
         t = time.monotonic()
         seeded = seed(store, src, args.keys, args.big, args.seed)

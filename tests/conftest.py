@@ -1,208 +1,30 @@
-"""Real servers for the tests: one SeaweedFS and one moto server per session, fresh buckets per test.
+"""The pytest fixtures: one SeaweedFS and one moto server per session (from testbed.servers), fresh buckets per test.
 
-The CLI is run as a subprocess (`python -m backfill`), exactly as a user runs it.
-The history oracle here reads the raw ListObjectVersions XML on its own, so a
-test does not trust the code it tests to say what the buckets hold.
+What a test uses from them (`Store`, `run_cli`, `shape`, the fault proxy, ...) lives in
+the test bed package, testbed/, which the benchmarks share.
 """
 
 from __future__ import annotations
 
-import itertools
-import os
-import sqlite3
-import subprocess
-import sys
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import boto3
 import pytest
-from botocore.config import Config
 
-from backfill.seaweed import local_s3
-
-_counter = itertools.count()
-NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
-
-# (is delete marker, size, ETag, version id) oldest first
-Entry = tuple[bool, int, str, str]
-
-
-@dataclass
-class Store:
-    name: str
-    endpoint: str
-    env: dict[str, str]
-    client: Any = field(repr=False)
-
-    def buckets(self, *, versioned: bool = True, dest_versioned: bool = True) -> tuple[str, str]:
-        n = next(_counter)
-        src, dst = f"src-{os.getpid()}-{n}", f"dst-{os.getpid()}-{n}"
-        for b, v in ((src, versioned), (dst, dest_versioned)):
-            self.client.create_bucket(Bucket=b)
-            if v:
-                self.client.put_bucket_versioning(Bucket=b, VersioningConfiguration={"Status": "Enabled"})
-        return src, dst
-
-    def history(self, bucket: str, prefix: str = "") -> dict[str, list[Entry]]:
-        """Every key's versions and delete markers, oldest first, in the server's own order."""
-        bodies: list[bytes] = []
-
-        def grab(response_dict: dict[str, Any], **_: Any) -> None:
-            bodies.append(response_dict["body"])
-
-        c = self.client
-        c.meta.events.register("before-parse.s3.ListObjectVersions", grab)
-        out: dict[str, list[Entry]] = {}
-        pages: list[Any] = []
-        try:
-            params: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
-            while True:
-                r = c.list_object_versions(**params)
-                pages.append(r)
-                root = ET.fromstring(bodies[-1])
-                url = root.findtext(NS + "EncodingType") == "url"
-                for el in root:
-                    tag = el.tag.removeprefix(NS)
-                    if tag not in ("Version", "DeleteMarker"):
-                        continue
-                    key = el.findtext(NS + "Key") or ""
-                    if url:
-                        from urllib.parse import unquote_plus
-
-                        key = unquote_plus(key)
-                    entry = (
-                        tag == "DeleteMarker",
-                        int(el.findtext(NS + "Size") or 0),
-                        (el.findtext(NS + "ETag") or "").strip('"'),
-                        el.findtext(NS + "VersionId") or "",
-                    )
-                    out.setdefault(key, []).insert(0, entry)
-                if not r.get("IsTruncated"):
-                    if self.name == "moto":  # moto lists versions, then delete markers: merge by time
-                        stamps = {
-                            e["VersionId"]: e["LastModified"]
-                            for page in pages
-                            for e in page.get("Versions", []) + page.get("DeleteMarkers", [])
-                        }
-                        return {k: sorted(v, key=lambda e: stamps[e[3]]) for k, v in out.items()}
-                    return out
-                params["KeyMarker"] = r["NextKeyMarker"]
-                params["VersionIdMarker"] = r["NextVersionIdMarker"]
-        finally:
-            c.meta.events.unregister("before-parse.s3.ListObjectVersions", grab)
-
-    def new_client(self, endpoint: str | None = None, **config: Any) -> Any:
-        """A client with connections of its own, to this store or to a proxy in front of it (`endpoint`)."""
-        return _client(
-            endpoint or self.endpoint, self.env["AWS_ACCESS_KEY_ID"], self.env["AWS_SECRET_ACCESS_KEY"], **config
-        )
-
-    def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> Run:
-        return run_cli(*args, env={**self.env, **(env or {})}, timeout=timeout)
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def start_cli(store: Store, *args: str) -> subprocess.Popen[str]:
-    """The CLI started in a subprocess (to signal or kill), as run_cli runs it; stdout and stderr piped."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | store.env
-    return subprocess.Popen(
-        [sys.executable, "-m", "backfill", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def copied_versions(manifest: str) -> int:
-    """Versions a (possibly running) job's manifest records as copied; 0 while it cannot be read."""
-    try:
-        with sqlite3.connect(f"file:{manifest}?mode=ro", uri=True, timeout=1) as db:
-            return int(db.execute("SELECT count(*) FROM version WHERE state = 1").fetchone()[0])
-    except sqlite3.Error:
-        return 0
-
-
-def run_cli(*args: str, env: dict[str, str], timeout: float = 240, cwd: Path | None = None) -> Run:
-    """The CLI in a subprocess, with no terminal on stdin (as in CI) and no AWS_* from the outside."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    p = subprocess.run(
-        [sys.executable, "-m", "backfill", *args],
-        env={**base, **env},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        cwd=cwd,
-    )
-    return Run(p.returncode, p.stdout, p.stderr)
-
-
-def shape(h: dict[str, list[Entry]], *, etags: bool = True) -> dict[str, list[tuple[bool, int, str]]]:
-    """A history without version IDs (the replica's are new), for comparing source and replica."""
-    return {k: [(dm, size, etag if etags else "") for dm, size, etag, _ in v] for k, v in h.items()}
-
-
-def _client(endpoint: str, key: str, secret: str, **config: Any) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=key,
-        aws_secret_access_key=secret,
-        region_name="us-east-1",
-        config=Config(**({"s3": {"addressing_style": "path"}, "retries": {"max_attempts": 3}} | config)),
-    )
-
-
-# Identities of the session's SeaweedFS besides its admin, for the permission tests
-# (test_bad_inputs.py): name → SeaweedFS actions; the access key is the name, the secret name + "-secret".
-IDENTITIES = {
-    "no-list": ["Read", "Write", "Tagging"],  # may read and write objects, not list a bucket
-    "no-write": ["Read", "List", "Tagging"],  # may write nowhere
-    "replica-only": ["Read:dst-*", "List:dst-*", "Write:dst-*", "Tagging:dst-*"],  # may not read the sources
-}
+from testbed.servers import moto_server, seaweedfs
+from testbed.store import Store
 
 
 @pytest.fixture(scope="session")
 def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
-    identities = [
-        {"name": n, "credentials": [{"accessKey": n, "secretKey": f"{n}-secret"}], "actions": a}
-        for n, a in IDENTITIES.items()
-    ]
-    with local_s3(tmp_path_factory.mktemp("seaweed"), identities=identities) as s:
-        yield Store("seaweedfs", s.endpoint_url, s.env(), _client(s.endpoint_url, s.access_key, s.secret_key))
+    with seaweedfs(tmp_path_factory.mktemp("seaweed")) as s:
+        yield s
 
 
 @pytest.fixture(scope="session")
 def moto() -> Iterator[Store]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    try:
-        yield Store("moto", endpoint, env, _client(endpoint, "testing", "testing"))
-    finally:
-        server.stop()
+    with moto_server() as s:
+        yield s
 
 
 @pytest.fixture(params=["seaweedfs", "moto"])

@@ -1,7 +1,7 @@
 """The catalogue of bad inputs: each is refused with one line (what is wrong, what to do), exit 2,
 no traceback, and nothing written to the replica. And the awkward data that must simply work.
 
-Permissions are SeaweedFS identities with scoped actions (conftest.IDENTITIES), used through
+Permissions are SeaweedFS identities with scoped actions (testbed.servers.IDENTITIES), used through
 AWS profiles; a full disk and a read-only directory are small tmpfs mounts (root only: the
 tests that need one are skipped with the reason when it cannot be mounted).
 """
@@ -22,7 +22,8 @@ import pytest
 from typer.testing import CliRunner
 
 from backfill.cli import app
-from tests.conftest import IDENTITIES, Run, Store, copied_versions, shape, start_cli
+from testbed.servers import IDENTITIES
+from testbed.store import Run, Store, copied_versions, shape, start_cli
 
 # --- helpers -----------------------------------------------------------------
 

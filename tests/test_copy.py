@@ -4,40 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sqlite3
 import stat
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run, Store, shape
-
-DIRS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
-
-
-def seed_histories(store: Store, bucket: str, keys: int, seed: int = 7) -> dict[str, int]:
-    """Keys in a few "directories", each with 1–4 versions, some deleted, some deleted and rewritten.
-
-    moto lists all versions before all delete markers, and stamps markers more coarsely than
-    versions, so no client can read a faithful interleaved history from it: no markers there.
-    """
-    markers = store.name != "moto"
-    rng = random.Random(seed)
-    c = store.client
-    counts = {"versions": 0, "delete_markers": 0}
-    for i in range(keys):
-        key = f"{rng.choice(DIRS)}/{rng.choice(['x', 'y'])}/obj-{i:04d}"
-        for v in range(rng.choice([1, 1, 2, 3, 4])):
-            c.put_object(Bucket=bucket, Key=key, Body=f"{key} version {v} {'#' * rng.randrange(64)}".encode())
-            counts["versions"] += 1
-        if markers and rng.random() < 0.2:
-            c.delete_object(Bucket=bucket, Key=key)
-            counts["delete_markers"] += 1
-            if rng.random() < 0.5:
-                c.put_object(Bucket=bucket, Key=key, Body=b"rewritten after a delete")
-                counts["versions"] += 1
-    return counts
+from testbed.seeds import seed_histories
+from testbed.store import Run, Store, shape
 
 
 def test_every_version_and_delete_marker_in_order(store: Store, manifest: str) -> None:

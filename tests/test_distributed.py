@@ -21,11 +21,20 @@ from typing import Any
 import anyio
 import pytest
 
-from backfill.distributed.shard import Holder, LeaseLost, ShardSettings, claim
-from backfill.state import Conflict, LocalStore, S3Store, StateAccess, check_conditional_writes, lease_name, open_store
-from tests.conftest import Store, start_cli
-from tests.proxy import Fault, ThreadedProxy
-from tests.test_resume import _assert_exact_replica, seed_many
+from backfill.distributed.lease import Holder, LeaseLost, ShardSettings, claim
+from backfill.distributed.store import (
+    Conflict,
+    LocalStore,
+    S3Store,
+    StateAccess,
+    check_conditional_writes,
+    lease_name,
+    open_store,
+)
+from testbed.faults import Fault
+from testbed.proxy import ThreadedProxy
+from testbed.seeds import seed_many
+from testbed.store import Store, assert_exact_replica, start_cli
 
 _names = itertools.count()
 KEYS = 1500  # 1,710 versions and delete markers: more than a listing page, so the bucket is sharded
@@ -34,7 +43,7 @@ FAST = ["--lease-seconds", "3", "--settle-seconds", "1"]
 
 def _bucket(store: Store, name: str, *, versioned: bool = True) -> str:
     """One bucket (each SeaweedFS bucket is a collection with volumes of its own: make no spare ones)."""
-    bucket = f"shards-{name}-{os.getpid()}-{next(_names)}"  # conftest names its pairs src-/dst-PID-N
+    bucket = f"shards-{name}-{os.getpid()}-{next(_names)}"  # Store.buckets names its pairs src-/dst-PID-N
     store.client.create_bucket(Bucket=bucket)
     if versioned:
         store.client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
@@ -124,8 +133,9 @@ def test_conditional_writes_on_seaweedfs_and_moto(store: Store) -> None:
 
 
 def test_a_lease_write_whose_answer_was_lost_is_not_taken_for_a_takeover(seaweed: Store, control: str) -> None:
-    """The SDK sends a write again when the connection drops after the request went out; the first one
-    landed, so the conditional resend is refused (412). That is our own write, not another attempt's."""
+    """A lease write whose connection drops after the request went out landed: the state store reads the lease
+    back before it would send the write again, finds its own bytes, and takes the write as done (no resend, whose
+    condition our own first write would refuse). It is our own write, not another attempt's."""
     faults = [Fault("reset_after", 1.0, op="PutObject", limit=4)]  # claim (create), then renewals
     with _credentials_of(seaweed), ThreadedProxy(seaweed.endpoint, faults=faults, seed=3) as proxy:
 
@@ -140,9 +150,57 @@ def test_a_lease_write_whose_answer_was_lost_is_not_taken_for_a_takeover(seaweed
                 assert not got.holder.lost
                 stored = await s.get(lease_name(7))
                 assert stored == (got.holder.lease.dump(), got.holder.etag)
+                assert isinstance(s, S3Store) and s.pacer.recovered == 4  # the store's own check found them
 
         anyio.run(main)
         assert proxy.stats.get("reset_after:PutObject") == 4, proxy.stats
+
+
+@pytest.mark.parametrize(
+    ("kind", "landed"),
+    [("reset_after", True), ("internal_error", False)],
+)
+def test_the_state_store_looks_for_a_write_whose_answer_was_lost_before_sending_it_again(
+    seaweed: Store, control: str, kind: str, landed: bool
+) -> None:
+    """reset_after: the server wrote, the connection dropped before the answer; internal_error: a 500, nothing
+    written. Either way the answer leaves it unknown whether the write happened; the store reads the object back
+    and sends the write again only when it does not hold our bytes: a conditional write is never resent blindly."""
+    faults = [Fault(kind, 1.0, op="PutObject", limit=2)]
+    with _credentials_of(seaweed), ThreadedProxy(seaweed.endpoint, faults=faults, seed=5) as proxy:
+
+        async def main() -> None:
+            async with open_store(f"s3://{control}/lost-{kind}/", StateAccess(endpoint_url=proxy.endpoint_url)) as s:
+                assert isinstance(s, S3Store)
+                first = await s.put("x", b"one", create=True)
+                second = await s.put("x", b"two", if_match=first)
+                assert await s.get("x") == (b"two", second)
+                assert s.pacer.recovered == (2 if landed else 0)
+
+        anyio.run(main)
+        stats = proxy.stats
+        assert stats.get(f"{kind}:PutObject") == 2, stats
+        assert stats.get("requests:PutObject") == (2 if landed else 4), stats  # landed: never sent twice
+
+
+def test_a_conditional_write_refused_by_our_own_earlier_one_is_ours(seaweed: Store, control: str) -> None:
+    """A write sent again (by a caller that saw only an error) is refused by the first one, which landed: the
+    store holds exactly its bytes, so it is ours. A refusal by different bytes stays a Conflict."""
+
+    async def main() -> None:
+        async with open_store(f"s3://{control}/refused-by-ours/", StateAccess(endpoint_url=seaweed.endpoint)) as s:
+            first = await s.put("x", b"one", create=True)
+            assert await s.put("x", b"one", create=True) == first
+            with pytest.raises(Conflict):
+                await s.put("x", b"other", create=True)
+            second = await s.put("x", b"two", if_match=first)
+            assert await s.put("x", b"two", if_match=first) == second
+            with pytest.raises(Conflict):
+                await s.put("x", b"three", if_match=first)
+            assert await s.get("x") == (b"two", second)
+
+    with _credentials_of(seaweed):
+        anyio.run(main)
 
 
 # --- the lease protocol, in-process on a local state directory ---------------------------
@@ -214,7 +272,7 @@ def test_local_state_copy_status_merge_and_verify(seaweed: Store, tmp_path: Path
     assert r.code == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["job"]["copied"] == total and s["job"]["shards"] == 4 == s["job"]["shards_listed"]
-    _assert_exact_replica(seaweed, src, dst)
+    assert_exact_replica(seaweed, src, dst)
     for f in [state / "job.json", *(state / "shards").iterdir()]:
         assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
     assert "secret" not in (state / "job.json").read_text().lower()
@@ -282,7 +340,7 @@ def test_dask_worker_killed_mid_shard_is_retried_and_the_replica_is_exact(
     assert "shard 1: held by" in r.stderr and "generation 2 waits" in r.stderr
     leases = _leases(state)
     assert leases[1]["generation"] == 2 and {leases[i]["generation"] for i in (0, 2, 3)} == {1}
-    _assert_exact_replica(seaweed, src, dst)
+    assert_exact_replica(seaweed, src, dst)
     merged = str(tmp_path / "merged.db")
     assert seaweed.run("status", "--state", str(state), "--merge-to", merged).code == 0
     _no_duplicate_replica_ids(merged, seaweed, dst, total)
@@ -355,7 +413,7 @@ def test_indexed_members_one_killed_and_restarted_on_s3_state(
     assert "shard 1: held by" in err
     le1 = lease(1)
     assert le1 is not None and le1["generation"] == 2 and le1["complete"]
-    _assert_exact_replica(seaweed, src, dst)
+    assert_exact_replica(seaweed, src, dst)
 
     r = seaweed.run("status", "--state", state, "--json", "--merge-to", str(tmp_path / "m.db"))
     assert r.code == 0, r.stderr

@@ -1,4 +1,4 @@
-"""Faults injected between backfill and a real SeaweedFS by tests/proxy.py.
+"""Faults injected between backfill and a real SeaweedFS by testbed/proxy.py.
 
 Throttling, 500s, connections reset before and after the server did the work,
 stalled responses and CopyObject's "200 OK with an error in the body": the copy
@@ -15,9 +15,10 @@ import time
 import pytest
 
 from backfill.config import COPY_CONCURRENCY
-from tests.conftest import Store, shape
-from tests.proxy import Fault, ThreadedProxy
-from tests.test_copy import seed_histories
+from testbed.faults import Fault
+from testbed.proxy import ThreadedProxy
+from testbed.seeds import seed_histories
+from testbed.store import Store, shape
 
 MIX = [
     Fault("slowdown", 0.05),

@@ -1,8 +1,8 @@
 """Fidelity: what reaches the replica is what the source holds, key for key and version for version.
 
 Every test runs the real CLI (a subprocess) against a real server and checks the
-result with the independent history oracle of conftest (`Store.history`) and with
-plain boto3 reads of the replica's versions.
+result with the test bed's independent history oracle (`testbed.store.Store.history`)
+and with plain boto3 reads of the replica's versions.
 
 Two testbed quirks shape these tests (neither is backfill's):
 
@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from tests.conftest import Entry, Run, Store, shape
+from testbed.store import Entry, Run, Store, shape
 
 MiB = 1024 * 1024
 

@@ -1,4 +1,4 @@
-"""The latency and fault-injecting proxy (tests/proxy.py) itself, against the real SeaweedFS."""
+"""The latency and fault-injecting proxy (testbed/proxy.py) itself, against the real SeaweedFS."""
 
 from __future__ import annotations
 
@@ -17,8 +17,10 @@ import anyio
 import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
-from tests.conftest import Store
-from tests.proxy import CHUNKED, UNTIL_CLOSE, Decider, Fault, ThreadedProxy, _Reader, operation
+from testbed.faults import Decider, Fault, operation
+from testbed.framing import CHUNKED, UNTIL_CLOSE, Reader
+from testbed.proxy import ThreadedProxy
+from testbed.store import Store
 
 
 @pytest.fixture
@@ -103,9 +105,9 @@ def test_closed_connections_are_closed_on_both_sides(seaweed: Store, pair: tuple
                 r.read()
                 conn.close()
         deadline = time.monotonic() + 5
-        while p.proxy._live and time.monotonic() < deadline:
+        while p.proxy.open_relays and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not p.proxy._live, f"{len(p.proxy._live)} of 40 relayed connections still open"
+        assert not p.proxy.open_relays, f"{p.proxy.open_relays} of 40 relayed connections still open"
 
 
 def test_slowdown_for_copyobject_only(seaweed: Store, pair: tuple[str, str]) -> None:
@@ -271,7 +273,7 @@ def test_bodies_are_framed_whatever_the_read_boundaries(size: int) -> None:
     pieces = [wire[i : i + size] for i in range(0, len(wire), size)]
 
     async def read() -> list[bytes]:
-        r = _Reader(_Pieces(pieces))  # type: ignore[arg-type]
+        r = Reader(_Pieces(pieces))  # type: ignore[arg-type]
         out: list[bytes] = []
 
         async def sink(b: bytes) -> None:
@@ -291,7 +293,7 @@ def test_bodies_are_framed_whatever_the_read_boundaries(size: int) -> None:
 def test_command_line(seaweed: Store, pair: tuple[str, str], tmp_path: Path) -> None:
     src, dst = pair
     stats_file = tmp_path / "stats.json"
-    cmd = [sys.executable, "-m", "tests.proxy", "--upstream", seaweed.endpoint, "--rtt-ms", "10", "--seed", "3"]
+    cmd = [sys.executable, "-m", "testbed.proxy", "--upstream", seaweed.endpoint, "--rtt-ms", "10", "--seed", "3"]
     cmd += ["--access-denied", "CopyObject", "--slowdown", "1.0", "--only", "DeleteObject"]
     cmd += ["--stats-file", str(stats_file)]
     root = Path(__file__).resolve().parent.parent

@@ -8,30 +8,11 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
-from tests.conftest import Store, copied_versions, shape, start_cli
+from testbed.seeds import seed_many
+from testbed.store import Store, assert_exact_replica, copied_versions, start_cli
 
 KEYS = 1500
-
-
-def seed_many(store: Store, bucket: str, keys: int) -> int:
-    """`keys` keys in 10 directories; every 10th has two versions and every 25th a delete marker."""
-    c = store.client
-
-    def one(i: int) -> int:
-        key = f"d{i % 10}/k{i:05d}"
-        n = 0
-        for v in range(2 if i % 10 == 0 else 1):
-            c.put_object(Bucket=bucket, Key=key, Body=f"{key} v{v}".encode())
-            n += 1
-        if i % 25 == 0:
-            c.delete_object(Bucket=bucket, Key=key)
-            n += 1
-        return n
-
-    with ThreadPoolExecutor(16) as pool:
-        return sum(pool.map(one, range(keys)))
 
 
 def _wait_until(cond: Callable[[], bool], timeout: float = 120) -> None:
@@ -39,15 +20,6 @@ def _wait_until(cond: Callable[[], bool], timeout: float = 120) -> None:
     while not cond():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
-
-
-def _assert_exact_replica(store: Store, src: str, dst: str) -> None:
-    source, replica = store.history(src), store.history(dst)
-    missing = {k: len(v) - len(replica.get(k, [])) for k, v in source.items() if len(replica.get(k, [])) < len(v)}
-    extra = {k: len(v) - len(source.get(k, [])) for k, v in replica.items() if len(v) > len(source.get(k, []))}
-    assert not missing, f"missing versions: {list(missing.items())[:5]}"
-    assert not extra, f"duplicated versions: {list(extra.items())[:5]}"
-    assert shape(source) == shape(replica)
 
 
 def test_sigkill_then_resume_loses_and_duplicates_nothing(seaweed: Store, manifest: str) -> None:
@@ -71,7 +43,7 @@ def test_sigkill_then_resume_loses_and_duplicates_nothing(seaweed: Store, manife
     assert r.code == 0, r.stderr
     s = json.loads(r.stdout)
     assert s["job"]["copied"] == total and s["job"]["pending"] == 0 and s["job"]["failed"] == 0
-    _assert_exact_replica(seaweed, src, dst)
+    assert_exact_replica(seaweed, src, dst)
     with sqlite3.connect(manifest) as db:
         rvids = [r[0] for r in db.execute("SELECT rvid FROM version")]
     assert len(rvids) == len(set(rvids)) == total
@@ -102,7 +74,7 @@ def test_ctrl_c_finishes_in_flight_copies_and_prints_the_resume_command(seaweed:
     r = seaweed.run(*args, "--json")
     assert r.code == 0, r.stderr
     assert json.loads(r.stdout)["this_run"]["copied"] == total - copied_then
-    _assert_exact_replica(seaweed, src, dst)
+    assert_exact_replica(seaweed, src, dst)
 
 
 def test_ctrl_c_while_python_is_still_starting_stops_quietly(seaweed: Store, manifest: str) -> None:
@@ -166,4 +138,4 @@ def test_copies_the_manifest_missed_are_found_in_the_replica_not_copied_again(se
     r = seaweed.run(*args, "--json")
     assert r.code == 0, r.stderr
     assert json.loads(r.stdout)["this_run"]["copied"] == 1
-    _assert_exact_replica(seaweed, src, dst)
+    assert_exact_replica(seaweed, src, dst)

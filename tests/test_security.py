@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Run, Store, shape
+from testbed.store import Run, Store, shape
 
 MiB = 1024 * 1024
 SECRET = "SECRETdoNotPrintMe/0123456789abcdefghijklmn"  # the point: it must never appear
@@ -31,7 +31,7 @@ TOKEN = "TOKENdoNotPrintMe+FwoGZXIvYXdzEJr//////////wEaDKnown"
 
 
 def run(store: Store, *args: str, env: dict[str, str] | None = None, umask: int | None = None) -> Run:
-    """The CLI in a subprocess (as conftest.run_cli), optionally under another umask."""
+    """The CLI in a subprocess (as testbed.store.run_cli), optionally under another umask."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     p = subprocess.run(
         [sys.executable, "-m", "backfill", *args],

@@ -38,7 +38,9 @@ from backfill.errors import UserError
 from backfill.setup import documents as d
 from backfill.setup.model import make_config, notify_protocol
 from backfill.setup.steps import DOCUMENTS, render_plan
-from tests.conftest import Run, Store, run_cli
+from testbed.faults import Fault
+from testbed.proxy import ThreadedProxy
+from testbed.store import Run, Store, run_cli
 
 SOURCE, REPLICA, OTHER = "111111111111", "222222222222", "333333333333"
 SOURCE_REGION, REPLICA_REGION = "eu-west-1", "eu-central-1"
@@ -657,6 +659,26 @@ def test_a_bucket_of_another_account_stops_apply_and_says_what_was_done(aws: Aws
     assert "steps 1–2 are done, steps 3–9 are not" in err, err
     assert steps(r.stdout) == {1: "created", 2: "updated"}, r.stdout
     assert bucket_policy(aws.client("s3", OTHER, REPLICA_REGION), rep) is None
+
+
+def test_setup_s3_requests_are_retried_by_the_products_retry_path(aws: Aws) -> None:
+    """setup's S3 client comes from the one client factory (botocore's retries off): throttled and failed answers
+    (503 SlowDown, 500 InternalError, neither carried out) are retried by pacing.Pacer, and apply completes."""
+    src, rep = pair()
+    faults = [
+        Fault("slowdown", 1.0, op="HeadBucket", limit=2),
+        Fault("internal_error", 1.0, op="PutBucketVersioning", limit=1),
+        Fault("slowdown", 1.0, op="GetBucketPolicy", limit=1),
+    ]
+    with ThreadedProxy(aws.endpoint, faults=faults, seed=1) as proxy:
+        r = run_cli(*aws.args("apply", src, rep, "--yes"), env={**aws.env, "AWS_ENDPOINT_URL": proxy.endpoint_url})
+        stats = proxy.stats
+    assert r.code == 0, (r.stdout, r.stderr)
+    assert stats.get("slowdown:HeadBucket") == 2 and stats.get("internal_error:PutBucketVersioning") == 1, stats
+    assert stats.get("slowdown:GetBucketPolicy") == 1, stats
+    for bucket, account, region in ((src, SOURCE, SOURCE_REGION), (rep, REPLICA, REPLICA_REGION)):
+        versioning = aws.client("s3", account, region).get_bucket_versioning(Bucket=bucket)
+        assert versioning.get("Status") == "Enabled"
 
 
 def test_a_missing_permission_is_one_line(aws: Aws) -> None:

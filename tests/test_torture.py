@@ -13,8 +13,8 @@ import os
 import sqlite3
 import time
 
-from tests.conftest import Store, shape
-from tests.torture import check, seed, torture
+from testbed.store import Store, shape
+from testbed.torture import check, seed, torture
 
 KEYS = 1200
 BIG = 8

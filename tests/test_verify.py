@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Store
+from testbed.store import Store
 
 MiB = 1024 * 1024
 

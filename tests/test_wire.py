@@ -26,8 +26,7 @@ from botocore.credentials import ReadOnlyCredentials
 from botocore.handlers import set_list_objects_encoding_type_url
 
 from backfill.config import S3Url, Side
-from backfill.errors import AccessDenied
-from backfill.http1 import Pool
+from backfill.errors import AccessDenied, RetryableError, classify
 from backfill.models import Version
 from backfill.pacing import Pacer, RateLimiter, RetryPolicy
 from backfill.s3 import (
@@ -35,12 +34,17 @@ from backfill.s3 import (
     copy_headers,
     list_delimited_params,
     list_versions_params,
+    new_session,
     open_bucket,
+    open_client,
     parse_list_delimited,
     parse_list_versions,
 )
-from backfill.sigv4 import Signer
-from tests.conftest import Store
+from backfill.s3.http1 import Pool
+from backfill.s3.sigv4 import Signer
+from testbed.faults import Fault
+from testbed.proxy import ThreadedProxy
+from testbed.store import Store
 
 AWKWARD_KEYS = [
     "plain/key.txt",
@@ -404,3 +408,32 @@ def test_refreshed_credentials_are_used(seaweed: Store, tmp_path: Path, monkeypa
                 await s.list_versions("", None, None)  # refreshed (5 minutes left): the new key is refused
 
     anyio.run(main)
+
+
+def test_an_s3_client_of_the_factory_never_sends_a_request_again_by_itself(
+    seaweed: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every S3 client of the product (a run's buckets, the state location, setup) comes from s3.open_client, with
+    botocore's retries off and aiohttp's silent resend off: a PUT on a reused connection that drops after the
+    request went out (the server wrote it) fails once, as an ambiguous failure, and was sent once. What happens
+    next is Pacer's, which looks for the write before it sends it again."""
+    src, _ = seaweed.buckets()
+    for name, value in seaweed.env.items():
+        monkeypatch.setenv(name, value)
+    faults = [Fault("reset_after", 1.0, op="PutObject", limit=1)]
+    with ThreadedProxy(seaweed.endpoint, faults=faults, seed=1) as proxy:
+
+        async def main() -> BaseException:
+            async with open_client(new_session(None), region="us-east-1", endpoint_url=proxy.endpoint_url) as client:
+                await client.head_bucket(Bucket=src)  # the PUT goes on a reused connection: aiohttp would resend it
+                try:
+                    await client.put_object(Bucket=src, Key="once", Body=b"1")
+                except Exception as exc:
+                    return classify(exc, what="PutObject")
+            raise AssertionError("the dropped answer did not reach the caller")
+
+        err = anyio.run(main)
+        stats = proxy.stats
+    assert isinstance(err, RetryableError) and err.ambiguous, err
+    assert stats.get("requests:PutObject") == 1 and stats.get("reset_after:PutObject") == 1, stats
+    assert seaweed.client.get_object(Bucket=src, Key="once")["Body"].read() == b"1"  # it landed, once

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backfill.config import CopyOptions, Filters, RunConfig, Side, parse_time
+from backfill.distributed.store import JOB, Conflict, Store, check_conditional_writes
 from backfill.errors import UserError
 from backfill.models import Shard
 from backfill.pipeline.shards import discover
 from backfill.s3 import Bucket
-from backfill.state import JOB, Conflict, Store, check_conditional_writes
 
 FORMAT = 1
 SHARDS_PER_WORKER = 12  # many more shards than workers: a large prefix does not leave a straggler

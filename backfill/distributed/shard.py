@@ -2,7 +2,7 @@
 
 Engines (Dask, a Kubernetes Indexed Job, AWS Batch) run a shard at least once, maybe
 twice at the same time, and a machine can die at any point. The shard's state lives
-in the state location (backfill.state), and this protocol keeps a version from being
+in the state location (distributed.store), and this protocol keeps a version from being
 copied twice:
 
 1. Claim. An attempt reads the shard's lease. Absent: create it (If-None-Match: *),
@@ -32,244 +32,37 @@ copied twice:
    listed again and checked against the replica too (an earlier generation may have
    copied them after its last checkpoint); keys after `listed_upto` were never handed
    to a copier and are copied normally.
+
+The lease itself (steps 1 and 2) is distributed.lease; this module is the attempt.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import socket
-import sqlite3
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from backfill.config import RunConfig
+from backfill.distributed.store import Store, checkpoint_name
 from backfill.errors import RetryableError, UserError
 from backfill.manifest import Manifest
-from backfill.models import KeyJob, Shard
-from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
-from backfill.pipeline.copier import SETTLE_RATE
-from backfill.pipeline.runner import RunResult, ShardHooks, _pipeline, _preflight
+from backfill.models import Shard
+from backfill.pipeline.run import Hooks, RunResult, run_pipeline
+from backfill.pipeline.sides import PaceStats, Sides
 from backfill.progress import Counters
-from backfill.s3 import LIST_POOL, Bucket, Sessions, open_bucket, reserve_open_files
-from backfill.state import Conflict, Store, checkpoint_name, lease_name
+
+from .lease import Claim, LeaseLost, ShardSettings, claim
 
 # Test hook, for the tests only: "SHARD:N" makes the first attempt (generation 1) of shard
 # SHARD end its process with os._exit after N copies, as a machine that dies would.
 TEST_DIE_AFTER = "BACKFILL_TEST_DIE_AFTER"
-
-
-def clock() -> float:
-    """Seconds on a clock that keeps counting while the machine is suspended."""
-    try:
-        return time.clock_gettime(time.CLOCK_BOOTTIME)
-    except (AttributeError, OSError):
-        return time.monotonic()
-
-
-@dataclass(frozen=True, slots=True)
-class ShardSettings:
-    lease_seconds: float = 60.0  # a holder that could not renew for this long has stopped copying
-    checkpoint_seconds: float = 60.0  # upload the shard's file this often
-    settle_seconds: float | None = None  # None: 10 s + 1 s per 20 MiB of the largest listed version
-
-    def settle(self, largest: int) -> float:
-        return self.settle_seconds if self.settle_seconds is not None else 10 + largest / SETTLE_RATE
-
-
-@dataclass(slots=True)
-class Lease:
-    shard: int
-    generation: int
-    owner: str
-    state: str = "held"  # held | released
-    listed_upto: str | None = None  # no attempt handed a key after this one to a copier
-    largest: int = 0  # the largest version listed (how long its copy may take to land)
-    checkpoint: str | None = None  # the shard file that counts
-    clean: bool = True  # released with no copy in flight
-    complete: bool = False  # released with everything copied
-    heartbeat: float = 0.0  # wall clock of the last write, for people (the protocol does not compare clocks)
-    totals: dict[str, int] = field(default_factory=dict)
-
-    def dump(self) -> bytes:
-        return json.dumps(asdict(self), sort_keys=True).encode()
-
-    @classmethod
-    def load(cls, body: bytes) -> Lease:
-        d = json.loads(body)
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-class LeaseLost(Exception):
-    """Another attempt holds this shard now: this one stopped."""
-
-
-def _owner() -> str:
-    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:8]}"
-
-
-async def _landed(store: Store, name: str, body: bytes) -> str | None:
-    """After a conditional write was refused: the ETag of `body` if it is what the store holds.
-
-    An SDK sends a write again when the connection drops after the request went out;
-    if the first one landed, the resend's condition fails (412) on our own write, not
-    on another attempt's. A lease body names its owner and a heartbeat: no one else
-    writes the same bytes.
-    """
-    got = await store.get(name)
-    return got[1] if got is not None and got[0] == body else None
-
-
-class Holder:
-    """The lease of a claimed shard: conditional writes, renewal, and whether copying may go on."""
-
-    def __init__(self, store: Store, lease: Lease, etag: str, sent_at: float, settings: ShardSettings) -> None:
-        self.store = store
-        self.lease = lease
-        self.etag = etag
-        self.ttl = settings.lease_seconds
-        self.valid_until = sent_at + self.ttl
-        self.lost = False
-        self.lost_event = anyio.Event()
-        self._lock = anyio.Lock()
-
-    async def may_copy(self) -> bool:
-        """True while the lease is ours and fresh; while a renewal is late, wait for it; False once lost."""
-        while not self.lost:
-            if clock() < self.valid_until:
-                return True
-            await anyio.sleep(0.05)
-        return False
-
-    def _lose(self) -> None:
-        self.lost = True
-        self.lost_event.set()
-
-    async def write(self, **changes: Any) -> None:
-        """Rewrite the lease (If-Match on our last ETag). LeaseLost when someone else holds it now."""
-        async with self._lock:
-            if self.lost:
-                raise LeaseLost(f"shard {self.lease.shard}: lease lost")
-            new = replace(self.lease, heartbeat=time.time(), **changes)
-            body = new.dump()
-            while True:
-                sent = clock()
-                try:
-                    self.etag = await self.store.put(lease_name(new.shard), body, if_match=self.etag)
-                except Conflict:
-                    try:
-                        landed = await _landed(self.store, lease_name(new.shard), body)
-                    except RetryableError:
-                        await anyio.sleep(min(1.0, self.ttl / 8))
-                        continue  # the write again: refused again, then looked at again
-                    if landed is None:
-                        self._lose()
-                        raise LeaseLost(
-                            f"shard {new.shard}: another attempt took the lease over (generation > {new.generation})"
-                        ) from None
-                    self.etag = landed  # our own write, whose answer was lost
-                except RetryableError:
-                    if clock() >= self.valid_until + 10 * self.ttl:
-                        self._lose()
-                        raise LeaseLost(f"shard {new.shard}: the state location did not take a lease write") from None
-                    await anyio.sleep(min(1.0, self.ttl / 8))
-                    continue
-                self.lease = new
-                self.valid_until = sent + self.ttl
-                return
-
-    async def keep_alive(self) -> None:
-        """Renew every ttl/4 until cancelled; on losing the lease, return (lost_event is set)."""
-        with contextlib.suppress(LeaseLost):
-            while True:
-                await anyio.sleep(self.ttl / 4)
-                await self.write()
-
-    async def listed(self, shard: int, jobs: list[KeyJob], marker: str | None, done: bool) -> None:
-        """Before a page's keys reach the copiers: record that copies may now go up to its last key."""
-        del shard, done
-        largest = max((it.version.size for j in jobs for it in j.items), default=0)
-        upto = self.lease.listed_upto
-        if marker is not None and (upto is None or marker > upto):
-            await self.write(listed_upto=marker, largest=max(self.lease.largest, largest))
-        elif not await self.may_copy():
-            raise LeaseLost(f"shard {self.lease.shard}: lease lost")
-
-
-@dataclass(slots=True)
-class Claim:
-    holder: Holder | None  # None: the shard is complete, nothing to do
-    previous: Lease | None
-    settle: float = 0.0  # wait this long before checking the previous attempt's copies
-
-
-async def claim(store: Store, shard: int, settings: ShardSettings, say: Callable[[str], None]) -> Claim:
-    name = lease_name(shard)
-    owner = _owner()
-    while True:
-        got = await store.get(name)
-        if got is None:
-            lease = Lease(shard, 1, owner, heartbeat=time.time())
-            sent = clock()
-            try:
-                etag = await store.put(name, lease.dump(), create=True)
-            except Conflict:
-                landed = await _landed(store, name, lease.dump())
-                if landed is None:
-                    continue  # another attempt created it first
-                etag = landed
-            return Claim(Holder(store, lease, etag, sent, settings), None)
-        body, etag = got
-        prev = Lease.load(body)
-        settle = 0.0
-        if prev.state == "released":
-            if prev.complete:
-                return Claim(None, prev)
-            if not prev.clean:
-                settle = settings.settle(prev.largest)
-        else:
-            # Held: by a live attempt (it rewrites the lease every ttl/4) or a dead one.
-            say(
-                f"shard {shard}: held by {prev.owner} (generation {prev.generation}); "
-                f"taking it over if it is not renewed within {settings.lease_seconds:.0f} s"
-            )
-            observed = clock()
-            changed = False
-            while (left := observed + settings.lease_seconds - clock()) > 0:
-                await anyio.sleep(min(left, max(0.2, settings.lease_seconds / 8)))
-                again = await store.get(name)
-                if again is None or again[1] != etag:
-                    changed = True
-                    break
-            if changed:
-                continue  # renewed (alive: wait on) or released: look again
-            settle = settings.settle(prev.largest)
-        new = replace(
-            prev,
-            generation=prev.generation + 1,
-            owner=owner,
-            state="held",
-            clean=True,
-            complete=False,
-            heartbeat=time.time(),
-        )
-        sent = clock()
-        try:
-            etag = await store.put(name, new.dump(), if_match=etag)
-        except Conflict:
-            landed = await _landed(store, name, new.dump())
-            if landed is None:
-                continue  # another claimant won
-            etag = landed
-        return Claim(Holder(store, new, etag, sent, settings), prev, settle)
 
 
 @dataclass(slots=True)
@@ -281,36 +74,15 @@ class ShardOutcome:
     generation: int = 0
     already_complete: bool = False
     interrupted: bool = False
+    # Set by the driver that opened the sides for this attempt alone (a Dask task); None when
+    # the sides are shared with other shards (run_here reports theirs once, for all of them).
+    pacing: PaceStats | None = None
 
-
-def _snapshot(src: Path, dst: Path) -> None:
-    """A consistent single-file copy of a live WAL database."""
-    with contextlib.suppress(FileNotFoundError):
-        dst.unlink()
-    fd = os.open(dst, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-    os.close(fd)
-    source = sqlite3.connect(f"file:{src}?mode=ro", uri=True)
-    target = sqlite3.connect(dst)
-    try:
-        source.backup(target)
-        target.execute("PRAGMA journal_mode=DELETE")
-    finally:
-        target.close()
-        source.close()
-
-
-@contextlib.asynccontextmanager
-async def open_sides(cfg: RunConfig) -> AsyncIterator[tuple[Bucket, Bucket, bool]]:
-    """Both buckets, paced as run_copy paces them, and whether Object Lock settings are carried."""
-    rate = RateLimiter(cfg.max_rps)
-    limiter = AdaptiveLimiter(cfg.concurrency, floor=min(4, cfg.concurrency))
-    sessions = Sessions()  # the two sides share one session when they share a profile
-    reserve_open_files(cfg.concurrency + 8)
-    async with (
-        open_bucket(cfg.source, "source", Pacer(None, rate), pool=LIST_POOL, sessions=sessions) as src,
-        open_bucket(cfg.dest, "replica", Pacer(limiter, rate), pool=cfg.concurrency + 8, sessions=sessions) as dst,
-    ):
-        yield src, dst, await _preflight(cfg, src, dst)
+    @property
+    def first_copy_wall(self) -> float | None:
+        """Wall-clock time of this attempt's first copy (a job's first copy is the earliest of them)."""
+        c = self.counters
+        return None if c.first_copy_at is None else time.time() - c.elapsed() + c.first_copy_at
 
 
 def _die_after(shard: int, generation: int) -> int | None:
@@ -327,7 +99,7 @@ async def run_shard(
     created: str,
     shard: Shard,
     store: Store,
-    sides: tuple[Bucket, Bucket, bool],
+    sides: Sides,
     settings: ShardSettings,
     *,
     out: Any,
@@ -381,6 +153,7 @@ class _Attempt:
         self.stopping = anyio.Event()
         self.path = Path()
         self.snap = Path()
+        self.manifest: Manifest | None = None
 
     async def _open(self, tmp: Path, identity: dict[str, str], created: str) -> Manifest:
         """The previous generation's checkpoint, or a new file holding only this shard."""
@@ -395,13 +168,14 @@ class _Attempt:
         manifest = Manifest.open(str(self.path), identity, create=True)
         if fresh:
             manifest.save_shards([self.shard])
-            with manifest.transaction() as c:
-                Manifest.set_job_value(c, "first_run_started", created)
+            manifest.set_first_run_started(created)
+        self.manifest = manifest
         return manifest
 
     async def checkpoint(self, **changes: Any) -> None:
         """Upload a consistent copy of the shard file under this generation's name; point the lease at it."""
-        await anyio.to_thread.run_sync(_snapshot, self.path, self.snap)
+        assert self.manifest is not None
+        await anyio.to_thread.run_sync(self.manifest.snapshot_to, self.snap)
         await self.store.upload(self.mine, self.snap)
         await self.holder.write(checkpoint=self.mine, **changes)
 
@@ -429,7 +203,7 @@ class _Attempt:
         tmp: Path,
         identity: dict[str, str],
         created: str,
-        sides: tuple[Bucket, Bucket, bool],
+        sides: Sides,
         out: Any,
         *,
         shutdown: anyio.Event | None,
@@ -437,10 +211,9 @@ class _Attempt:
         display: bool,
     ) -> ShardOutcome:
         holder, prev, shard = self.holder, self.prev, self.shard
-        src, dst, carry_lock = sides
         manifest = await self._open(tmp, identity, created)
         try:
-            hooks = ShardHooks(
+            hooks = Hooks(
                 listed=holder.listed,
                 recheck_upto={shard.id: prev.listed_upto} if prev is not None and prev.listed_upto else {},
                 may_copy=holder.may_copy,
@@ -471,7 +244,7 @@ class _Attempt:
                     if die_after is not None:
                         tg.start_soon(self._test_die, die_after)
                     try:
-                        result = await _pipeline(run_cfg, src, dst, manifest, self.counters, carry_lock, out, hooks)
+                        result = await run_pipeline(run_cfg, sides, manifest, self.counters, hooks, out)
                     except Exception as exc:
                         error = exc
                 tg.cancel_scope.cancel()

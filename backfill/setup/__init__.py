@@ -4,7 +4,7 @@
 - documents.py  every JSON document, and policy merging and comparison (pure)
 - steps.py      the ordered steps with their equivalent `aws` commands (pure): what `plan` prints
 - aws.py        clients, identity checks, and AWS errors turned into one-line UserErrors
-- resources.py  each piece of live state: read it, say how it differs from the plan, write it
+- resources/  each piece of live state (s3, iam, alert): read it, say how it differs from the plan, write it
 - run.py        apply / check / grant-backfill / revoke-backfill / alert over those resources
 - cli.py        the typer sub-app
 """

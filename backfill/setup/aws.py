@@ -1,35 +1,55 @@
 """The AWS side of `backfill setup`: clients per account, identity checks, and errors.
 
-Clients follow the AWS CLI's conventions through botocore: named profiles,
-AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_<SERVICE>) for every service. S3 is
-addressed path-style when an endpoint is configured, as in the rest of the
-project. Every AWS error becomes one UserError line that names the account,
-the credentials, the permission (IAM action) and what to do.
+Clients come from backfill.s3's factory and follow the AWS CLI's conventions
+through botocore: named profiles, AWS_ENDPOINT_URL (and AWS_ENDPOINT_URL_<SERVICE>)
+for every service. S3 is addressed path-style when an endpoint is configured, and
+its requests are retried by pacing.Pacer as in the rest of the project; IAM, STS,
+SNS and EventBridge keep the SDK's standard retries. Every AWS error becomes one
+UserError line that names the account, the credentials, the permission (IAM
+action) and what to do.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any
 
-from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError, ProfileNotFound
 
 from backfill.errors import DENIED_CODES, BackfillError, UserError, classify, error_code, http_status
-from backfill.s3 import _session
+from backfill.pacing import Pacer, RateLimiter
+from backfill.s3 import Sessions, endpoint_from_env, open_client
 from backfill.setup.model import SetupConfig, Side
 
 
-def _s3_endpoint() -> str | None:
-    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+class _Paced:
+    """An S3 client whose requests go through a Pacer (the product's one retry policy for S3).
 
+    Setup maps botocore's own errors to its messages (aws_error, and the
+    resources' checks of error codes): when the pacer gives up, the request's
+    own exception is raised, not the pacer's classification of it. Setup's S3
+    writes are idempotent settings (a bucket created twice by its owner answers
+    BucketAlreadyOwnedByYou), so a write whose answer was lost is sent again.
+    """
 
-def _config(service: str) -> AioConfig:
-    s3: dict[str, Any] = {}
-    if service == "s3" and _s3_endpoint():
-        s3["addressing_style"] = "path"
-    return AioConfig(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=60, s3=s3)
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._pacer = Pacer(None, RateLimiter(None))
+
+    def __getattr__(self, op: str) -> Any:
+        fn = getattr(self._client, op)
+        if not callable(fn):
+            return fn
+
+        async def paced(**params: Any) -> Any:
+            try:
+                return await self._pacer.run(op, lambda: fn(**params))
+            except BackfillError as exc:
+                if isinstance(exc.__cause__, Exception):
+                    raise exc.__cause__ from None  # the SDK's error, as setup's error mapping expects
+                raise
+
+        return paced
 
 
 def _one_line(text: str) -> str:
@@ -78,26 +98,25 @@ class Clients:
     def __init__(self, cfg: SetupConfig, stack: contextlib.AsyncExitStack) -> None:
         self.cfg = cfg
         self._stack = stack
-        self._sessions: dict[str | None, Any] = {}
+        self._sessions = Sessions()
         self._clients: dict[tuple[str, str], Any] = {}
 
     async def get(self, side: Side, service: str) -> Any:
         key = (side.name, service)
         if key not in self._clients:
             try:
-                session = self._sessions.get(side.profile)
-                if session is None:
-                    try:
-                        session = self._sessions[side.profile] = _session(side.profile)
-                    except UserError as exc:
-                        raise aws_error(exc.__cause__ or exc, side=side, action="", what="") from None
-                ctx = session.client(
+                try:
+                    session = self._sessions.get(side.profile)
+                except UserError as exc:
+                    raise aws_error(exc.__cause__ or exc, side=side, action="", what="") from None
+                ctx = open_client(
+                    session,
                     service,
-                    region_name=side.region,
-                    endpoint_url=_s3_endpoint() if service == "s3" else None,
-                    config=_config(service),
+                    region=side.region,
+                    endpoint_url=endpoint_from_env() if service == "s3" else None,
                 )
-                self._clients[key] = await self._stack.enter_async_context(ctx)
+                client = await self._stack.enter_async_context(ctx)
+                self._clients[key] = _Paced(client) if service == "s3" else client
             except Exception as exc:
                 raise aws_error(exc, side=side, action=f"open a {service} client", what="the profile") from None
         return self._clients[key]

@@ -13,16 +13,9 @@ from backfill.errors import UserError
 from backfill.setup import documents as d
 from backfill.setup.aws import Clients
 from backfill.setup.model import SetupConfig, Side
-from backfill.setup.resources import (
-    Bucket,
-    Context,
-    Resource,
-    Versioning,
-    alert_resources,
-    backfill_grant,
-    mfa_needs,
-    replication_resources,
-)
+from backfill.setup.resources import alert_resources, backfill_grant, replication_resources
+from backfill.setup.resources.base import Context, Resource
+from backfill.setup.resources.s3 import Bucket, Versioning, mfa_needs
 from backfill.setup.steps import header
 
 Say = Callable[[str], None]

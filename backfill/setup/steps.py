@@ -1,6 +1,6 @@
 """The ordered steps of a setup, each with its equivalent `aws` commands (pure): what `plan` prints.
 
-The same keys name the resources that `apply` and `check` work on (resources.py),
+The same keys name the resources that `apply` and `check` work on (resources/),
 so the plan, the apply and the check cannot disagree on what there is to do.
 """
 

@@ -13,7 +13,8 @@ Checkpoint files are written unconditionally but only by the generation that own
 name; the lease names the one that counts. Nothing here holds credentials; local files
 are created 0600.
 
-This module and s3.py are the two that talk to S3 (this one only to the control bucket).
+An s3:// location is reached with a client of backfill.s3's factory; its requests are
+retried by pacing.Pacer, as every S3 request of a run is (see S3Store).
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import aioboto3
 import anyio
-from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
-from backfill.errors import UserError, classify, error_code, http_status
+from backfill.errors import BackfillError, UserError, classify, error_code, http_status
+from backfill.pacing import Pacer, RateLimiter
+from backfill.s3 import new_session, open_client
 
 JOB = "job.json"
 
@@ -94,6 +95,13 @@ def _write_0600(path: Path, body: bytes) -> None:
         os.close(dfd)
 
 
+def _save_0600(path: Path, body: bytes) -> None:
+    """A downloaded copy, created (or truncated) 0600."""
+    fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(body)
+
+
 class LocalStore:
     """A directory on this machine (or one that every worker mounts)."""
 
@@ -143,12 +151,9 @@ class LocalStore:
 
     def _download(self, name: str, path: Path) -> bool:
         got = self._get(name)
-        if got is None:
-            return False
-        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(got[0])
-        return True
+        if got is not None:
+            _save_0600(path, got[0])
+        return got is not None
 
     def _names(self, prefix: str) -> list[str]:
         """Names that start with `prefix` (as an S3 listing of that prefix would give, one level deep)."""
@@ -186,39 +191,58 @@ class LocalStore:
 
 
 class S3Store:
-    """s3://BUCKET/PREFIX/ through aioboto3, with S3's conditional writes (If-Match / If-None-Match)."""
+    """s3://BUCKET/PREFIX/ with S3's conditional writes (If-Match / If-None-Match).
 
-    def __init__(self, client: Any, bucket: str, prefix: str) -> None:
+    The client comes from backfill.s3's factory and every request goes through
+    `pacer`, as a bucket's requests do: nothing is sent twice underneath. A write
+    whose answer was lost (a connection dropped after the request went out, a
+    5xx) is looked for before it is sent again, and a conditional write refused
+    (412, 409) is looked at too, since what refused it may be our own earlier
+    attempt: if the object holds exactly our bytes, the write landed, and its
+    ETag is the answer. A lease body names its owner and a heartbeat, so no one
+    else writes the same bytes.
+    """
+
+    def __init__(self, client: Any, bucket: str, prefix: str, pacer: Pacer | None = None) -> None:
         self.client = client
         self.bucket = bucket
         self.prefix = prefix
         self.url = f"s3://{bucket}/{prefix}"
+        self.pacer = pacer or Pacer(None, RateLimiter(None))
 
     def _key(self, name: str) -> str:
         return self.prefix + name
 
-    def _error(self, exc: BaseException, what: str) -> BaseException:
-        if isinstance(exc, ClientError):
-            code, status = error_code(exc), http_status(exc)
-            if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
-                return Conflict(what)
-            if code in ("NotImplemented", "InvalidArgument") or status == 501:
-                return UserError(
-                    f"the state location {self.url} does not support conditional writes ({code}): "
-                    "use an S3 store that does (AWS S3 does), or a local --state directory"
-                )
-        return classify(exc, what=f"{what} in the state location {self.url}", bucket=self.bucket)
+    def _what(self, what: str) -> str:
+        return f"{what} in the state location {self.url}"
+
+    def _refusal(self, exc: Exception, what: str) -> Exception:
+        """What an error answer means here; one this does not decide goes to the pacer as it is."""
+        code, status = error_code(exc), http_status(exc)
+        if code in ("PreconditionFailed", "ConditionalRequestConflict") or status in (409, 412):
+            return Conflict(what)
+        if code in ("NotImplemented", "InvalidArgument") or status == 501:
+            return UserError(
+                f"the state location {self.url} does not support conditional writes ({code}): "
+                "use an S3 store that does (AWS S3 does), or a local --state directory"
+            )
+        return exc
 
     async def get(self, name: str) -> tuple[bytes, str] | None:
-        try:
-            r = await self.client.get_object(Bucket=self.bucket, Key=self._key(name))
-            async with r["Body"] as body:
-                data: bytes = await body.read()
+        key = self._key(name)
+
+        async def read() -> tuple[bytes, str] | None:
+            try:
+                r = await self.client.get_object(Bucket=self.bucket, Key=key)
+                async with r["Body"] as body:
+                    data: bytes = await body.read()
+            except ClientError as exc:
+                if error_code(exc) in ("NoSuchKey", "404"):
+                    return None
+                raise self._refusal(exc, f"read {name}") from None
             return data, str(r["ETag"])
-        except ClientError as exc:
-            if error_code(exc) in ("NoSuchKey", "404"):
-                return None
-            raise self._error(exc, f"read {name}") from None
+
+        return await self.pacer.run(self._what(f"read {name}"), read, bucket=self.bucket)
 
     async def put(self, name: str, body: bytes, *, if_match: str | None = None, create: bool = False) -> str:
         params: dict[str, Any] = {}
@@ -226,29 +250,47 @@ class S3Store:
             params["IfNoneMatch"] = "*"
         if if_match is not None:
             params["IfMatch"] = if_match
+        key = self._key(name)
+
+        async def write() -> str:
+            try:
+                r = await self.client.put_object(Bucket=self.bucket, Key=key, Body=body, **params)
+            except ClientError as exc:
+                if if_match is not None and error_code(exc) in ("NoSuchKey", "404"):
+                    raise Conflict(name) from None  # it was there when read: someone removed it
+                raise self._refusal(exc, f"write {name}") from None
+            return str(r["ETag"])
+
+        async def landed() -> str | None:
+            """The ETag of our write, if the store holds exactly its bytes."""
+            got = await self.get(name)
+            return got[1] if got is not None and got[0] == body else None
+
         try:
-            r = await self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=body, **params)
-        except ClientError as exc:
-            if if_match is not None and error_code(exc) in ("NoSuchKey", "404"):
-                raise Conflict(name) from None  # it was there when read: someone removed it
-            raise self._error(exc, f"write {name}") from None
-        return str(r["ETag"])
+            return await self.pacer.run(self._what(f"write {name}"), write, bucket=self.bucket, landed=landed)
+        except Conflict:
+            etag = await landed()  # refused by our own earlier attempt, whose answer was lost?
+            if etag is None:
+                raise
+            return etag
 
     async def upload(self, name: str, path: Path) -> None:
         body = await anyio.Path(path).read_bytes()
-        try:
-            await self.client.put_object(Bucket=self.bucket, Key=self._key(name), Body=body)
-        except ClientError as exc:
-            raise self._error(exc, f"write {name}") from None
+        key = self._key(name)
+
+        async def write() -> None:  # unconditional, to a name only its generation writes: a resend is harmless
+            try:
+                await self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+            except ClientError as exc:
+                raise self._refusal(exc, f"write {name}") from None
+
+        await self.pacer.run(self._what(f"write {name}"), write, bucket=self.bucket)
 
     async def download(self, name: str, path: Path) -> bool:
         got = await self.get(name)
-        if got is None:
-            return False
-        fd = os.open(path, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(got[0])
-        return True
+        if got is not None:
+            _save_0600(path, got[0])
+        return got is not None
 
     async def names(self, prefix: str) -> list[str]:
         out: list[str] = []
@@ -257,18 +299,31 @@ class S3Store:
             params: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self._key(prefix)}
             if token:
                 params["ContinuationToken"] = token
-            try:
-                r = await self.client.list_objects_v2(**params)
-            except ClientError as exc:
-                raise self._error(exc, f"list {prefix}") from None
+
+            async def page(params: dict[str, Any] = params) -> Any:
+                try:
+                    return await self.client.list_objects_v2(**params)
+                except ClientError as exc:
+                    raise self._refusal(exc, f"list {prefix}") from None
+
+            r = await self.pacer.run(self._what(f"list {prefix}"), page, bucket=self.bucket)
             out.extend(o["Key"][len(self.prefix) :] for o in r.get("Contents", []))
             if not r.get("IsTruncated"):
                 return sorted(out)
             token = r.get("NextContinuationToken")
 
     async def delete(self, name: str) -> None:
-        with contextlib.suppress(ClientError):
-            await self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
+        """Delete if there. An error answer, once the pacer gives up on it, is ignored."""
+        key = self._key(name)
+        try:
+            await self.pacer.run(
+                self._what(f"delete {name}"),
+                lambda: self.client.delete_object(Bucket=self.bucket, Key=key),
+                bucket=self.bucket,
+            )
+        except BackfillError as exc:
+            if not isinstance(exc.__cause__, ClientError):
+                raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,17 +359,9 @@ async def open_store(location: str, access: StateAccess | None = None) -> AsyncI
         raise UserError(f"--state {location}: name a bucket, as s3://BUCKET/PREFIX/")
     if prefix and not prefix.endswith("/"):
         prefix += "/"
-    session = aioboto3.Session(profile_name=a.profile) if a.profile else aioboto3.Session()
+    session = new_session(a.profile)
     try:
-        ctx = session.client(
-            "s3",
-            region_name=a.region,
-            endpoint_url=a.endpoint_url,
-            config=AioConfig(retries={"max_attempts": 5, "mode": "standard"}, s3={"addressing_style": "path"})
-            if a.endpoint_url
-            else AioConfig(retries={"max_attempts": 5, "mode": "standard"}),
-        )
-        async with ctx as client:
+        async with open_client(session, region=a.region, endpoint_url=a.endpoint_url) as client:
             yield S3Store(client, bucket, prefix)
     except ClientError as exc:
         raise classify(exc, what=f"the state location {location}", bucket=bucket) from None

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Store, copied_versions, shape, start_cli
+from testbed.store import Store, copied_versions, shape, start_cli
 
 MiB = 1024 * 1024
 KINDS = ("startup", "copying", "write", "multipart")

@@ -1,4 +1,4 @@
-"""`backfill setup …`: the typer sub-app. Options → SetupConfig → run.py → exit code.
+"""`backfill setup …`: the typer sub-app. Options → SetupConfig → setup.run → exit code.
 
 Exit codes: 0 done (check: healthy); 1 check found drift, or apply was not confirmed;
 2 a usage, credential, permission or ownership error (one line, no traceback).
@@ -9,19 +9,20 @@ from __future__ import annotations
 import functools
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import anyio
 import typer
 
+from backfill.cli.guard import fail, guard
+from backfill.cli.options import group, options
 from backfill.errors import UserError
 from backfill.setup import documents as d
 from backfill.setup import run
 from backfill.setup.model import SetupConfig, make_config, notify_protocol
 from backfill.setup.steps import apply_steps, documents, header, render_plan
-
-T = TypeVar("T")
 
 setup_app = typer.Typer(
     no_args_is_help=True,
@@ -30,19 +31,6 @@ setup_app = typer.Typer(
     help="Set up cross-account, cross-region replication of a bucket (plan, apply, check), the read grant "
     "for a backfill, and an alert when replication is removed or weakened.",
 )
-
-
-def _guard(fn: Callable[[], T]) -> T:
-    from backfill.cli import _guard as guard  # the CLI's one mapping of UserError → exit 2
-
-    return guard(fn)
-
-
-def _fail(message: str) -> typer.Exit:
-    from backfill.cli import _fail as fail  # "backfill: error: …" on stderr, exit 2
-
-    return fail(message)
-
 
 Source = Annotated[str, typer.Option("--source", help="s3://BUCKET to replicate.", show_default=False)]
 SourceAccount = Annotated[str, typer.Option("--source-account", help="Its AWS account ID.", show_default=False)]
@@ -81,26 +69,28 @@ MfaDelete = Annotated[
 Out = Annotated[str | None, typer.Option("--out", help="Write every JSON document into this directory.")]
 
 
-_CONFIG_OPTIONS = (
-    "source",
-    "source_account",
-    "source_region",
-    "source_profile",
-    "replica",
-    "replica_account",
-    "replica_region",
-    "replica_profile",
-    "backfill_principal",
-    "mfa_delete",
-)
+@group
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """The source and replica of a set-up: the options every setup command takes."""
 
+    source: Source
+    source_account: SourceAccount
+    source_region: SourceRegion
+    replica: Replica
+    replica_account: ReplicaAccount
+    replica_region: ReplicaRegion
+    source_profile: SourceProfile = None
+    replica_profile: ReplicaProfile = None
+    backfill_principal: BackfillPrincipal = None
+    mfa_delete: MfaDelete = None
 
-def _config(options: dict[str, Any]) -> SetupConfig:
-    """The command's options (its locals()) → a validated SetupConfig; with --out, the documents too."""
-    cfg = _guard(lambda: make_config(**{k: options[k] for k in _CONFIG_OPTIONS}))
-    if options.get("out"):
-        _write_documents(cfg, options["out"])
-    return cfg
+    def config(self, out: str | None = None) -> SetupConfig:
+        """The validated SetupConfig; with `out`, every document is written there too."""
+        cfg = guard(lambda: make_config(**{f: getattr(self, f) for f in self.__dataclass_fields__}))
+        if out:
+            _write_documents(cfg, out)
+        return cfg
 
 
 def _write_documents(cfg: SetupConfig, out: str) -> None:
@@ -113,45 +103,29 @@ def _write_documents(cfg: SetupConfig, out: str) -> None:
         except OSError as exc:
             raise UserError(f"cannot write the documents into {out}: {exc.strerror or exc}") from None
 
-    _guard(write)
+    guard(write)
 
 
 def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    return _guard(lambda: anyio.run(functools.partial(fn, *args, say=typer.echo, **kwargs)))
+    return guard(lambda: anyio.run(functools.partial(fn, *args, say=typer.echo, **kwargs)))
 
 
 @setup_app.command()
+@options
 def plan(
-    source: Source,
-    source_account: SourceAccount,
-    source_region: SourceRegion,
-    replica: Replica,
-    replica_account: ReplicaAccount,
-    replica_region: ReplicaRegion,
-    source_profile: SourceProfile = None,
-    replica_profile: ReplicaProfile = None,
+    pair: Pair,
     out: Annotated[str, typer.Option("--out", help="Directory for the JSON documents.")] = "backfill-setup",
-    backfill_principal: BackfillPrincipal = None,
-    mfa_delete: MfaDelete = None,
 ) -> None:
     """Change nothing: write every JSON document to --out and print the ordered steps, each with its `aws` command."""
-    cfg = _config(locals())
+    cfg = pair.config(out)
     typer.echo(render_plan(cfg, out), nl=False)
 
 
 @setup_app.command()
+@options
 def apply(
-    source: Source,
-    source_account: SourceAccount,
-    source_region: SourceRegion,
-    replica: Replica,
-    replica_account: ReplicaAccount,
-    replica_region: ReplicaRegion,
-    source_profile: SourceProfile = None,
-    replica_profile: ReplicaProfile = None,
+    pair: Pair,
     out: Out = None,
-    backfill_principal: BackfillPrincipal = None,
-    mfa_delete: MfaDelete = None,
     mfa: Annotated[
         str | None,
         typer.Option(
@@ -163,12 +137,12 @@ def apply(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Create or repair the replication set-up, step by step; each step says created, updated or unchanged."""
-    cfg = _config(locals())
+    cfg = pair.config(out)
     if mfa and not cfg.mfa_delete:
-        raise _fail("--mfa goes with --mfa-delete source|replica")
+        raise fail("--mfa goes with --mfa-delete source|replica")
     if not yes:
         if not sys.stdin.isatty():
-            raise _fail(
+            raise fail(
                 "apply changes two AWS accounts and asks first, but there is no terminal to ask on: pass --yes "
                 "(`backfill setup plan` shows what it does)"
             )
@@ -183,80 +157,36 @@ def apply(
 
 
 @setup_app.command()
-def check(
-    source: Source,
-    source_account: SourceAccount,
-    source_region: SourceRegion,
-    replica: Replica,
-    replica_account: ReplicaAccount,
-    replica_region: ReplicaRegion,
-    source_profile: SourceProfile = None,
-    replica_profile: ReplicaProfile = None,
-    out: Out = None,
-    backfill_principal: BackfillPrincipal = None,
-    mfa_delete: MfaDelete = None,
-) -> None:
+@options
+def check(pair: Pair, out: Out = None) -> None:
     """Read both accounts and report every drift from the plan: exit 0 healthy, 1 drift (for cron or CI)."""
-    cfg = _config(locals())
-    raise typer.Exit(_run(run.check, cfg))
+    raise typer.Exit(_run(run.check, pair.config(out)))
 
 
 @setup_app.command("grant-backfill")
-def grant_backfill(
-    source: Source,
-    source_account: SourceAccount,
-    source_region: SourceRegion,
-    replica: Replica,
-    replica_account: ReplicaAccount,
-    replica_region: ReplicaRegion,
-    source_profile: SourceProfile = None,
-    replica_profile: ReplicaProfile = None,
-    out: Out = None,
-    backfill_principal: BackfillPrincipal = None,
-    mfa_delete: MfaDelete = None,
-) -> None:
+@options
+def grant_backfill(pair: Pair, out: Out = None) -> None:
     """Add one statement to the source bucket policy: the replica account may list and read every version."""
-    cfg = _config(locals())
-    _run(run.grant_backfill, cfg)
+    _run(run.grant_backfill, pair.config(out))
 
 
 @setup_app.command("revoke-backfill")
-def revoke_backfill(
-    source: Source,
-    source_account: SourceAccount,
-    source_region: SourceRegion,
-    replica: Replica,
-    replica_account: ReplicaAccount,
-    replica_region: ReplicaRegion,
-    source_profile: SourceProfile = None,
-    replica_profile: ReplicaProfile = None,
-    out: Out = None,
-    backfill_principal: BackfillPrincipal = None,
-    mfa_delete: MfaDelete = None,
-) -> None:
+@options
+def revoke_backfill(pair: Pair, out: Out = None) -> None:
     """Remove that statement, and only it, from the source bucket policy."""
-    cfg = _config(locals())
-    _run(run.revoke_backfill, cfg)
+    _run(run.revoke_backfill, pair.config(out))
 
 
 @setup_app.command()
+@options
 def alert(
-    source: Source,
-    source_account: SourceAccount,
-    source_region: SourceRegion,
-    replica: Replica,
-    replica_account: ReplicaAccount,
-    replica_region: ReplicaRegion,
+    pair: Pair,
     notify: Annotated[
         str, typer.Option("--notify", help="EMAIL or HTTPS-URL that gets the alert.", show_default=False)
     ],
-    source_profile: SourceProfile = None,
-    replica_profile: ReplicaProfile = None,
     out: Out = None,
-    backfill_principal: BackfillPrincipal = None,
-    mfa_delete: MfaDelete = None,
 ) -> None:
     """Alert --notify when replication of the source bucket is removed or weakened (EventBridge rule → SNS)."""
-    cfg = _config(locals())
-    target = _guard(lambda: notify_protocol(notify))
+    cfg = pair.config(out)
+    target = guard(lambda: notify_protocol(notify))
     _run(run.alert, cfg, target)

@@ -1,13 +1,10 @@
-"""CLI of multi-shard jobs: `copy --state/--engine`, `run-shards`, and the merged manifest of status/verify.
-
-Registered on backfill.cli's app when that module is imported (its last line imports this one).
-"""
+"""Multi-shard jobs on the command line: `copy --state/--engine`, `run-shards`, and the merged manifest
+that `status --state` and `verify --state` read."""
 
 from __future__ import annotations
 
 import atexit
 import functools
-import json
 import os
 import shlex
 import shutil
@@ -20,37 +17,30 @@ from typing import Annotated
 import anyio
 import typer
 
-from backfill.cli import (
+from backfill.cli.guard import fail, guard
+from backfill.cli.options import (
+    DEFAULT_SIDES,
     CheckpointSeconds,
-    DestEndpoint,
-    DestProfile,
-    DestRegion,
-    Endpoint,
-    ExpectedDestOwner,
-    ExpectedSourceOwner,
-    Http,
+    JsonOut,
     LeaseSeconds,
-    ReadTimeout,
-    SourceEndpoint,
-    SourceProfile,
-    SourceRegion,
-    _endpoint,
-    _fail,
-    _guard,
-    _print_verify,
-    _sides,
-    _verify_summary,
-    app,
+    MaxRps,
+    ProgressInterval,
+    SideOptions,
+    endpoint,
+    options,
 )
-from backfill.config import COPY_CONCURRENCY, RunConfig, VerifyConfig
+from backfill.cli.output import print_job
+from backfill.config import COPY_CONCURRENCY, RunConfig
+from backfill.distributed.dask import run_dask
+from backfill.distributed.job import JobResult
+from backfill.distributed.lease import ShardSettings
+from backfill.distributed.local import run_here
+from backfill.distributed.merge import merge
+from backfill.distributed.plan import SHARDS_PER_WORKER, JobPlan, load_plan, make_plan
+from backfill.distributed.store import StateAccess, open_store
 from backfill.errors import UserError
 from backfill.pipeline.shards import AUTO_TARGET
-from backfill.pipeline.verifier import run_verify
-from backfill.state import StateAccess, open_store
-
-from .engine import JobResult, merge, run_dask, run_here
-from .plan import SHARDS_PER_WORKER, JobPlan, load_plan, make_plan
-from .shard import ShardSettings, open_sides
+from backfill.pipeline.sides import open_sides
 
 ENGINES = ("local", "dask")
 
@@ -73,8 +63,9 @@ def default_state(manifest_default: str) -> str:
     return manifest_default.removesuffix(".db") + ".state"
 
 
-def state_access(profile: str | None, endpoint: str | None) -> StateAccess:
-    return StateAccess(profile=profile, endpoint_url=_endpoint(endpoint, None))
+def state_access(profile: str | None, where: str | None) -> StateAccess:
+    """How to reach an s3:// state location: the replica's profile and endpoint."""
+    return StateAccess(profile=profile, endpoint_url=endpoint(where, None))
 
 
 def settings_from(lease_seconds: float, checkpoint_seconds: float, settle_seconds: float | None) -> ShardSettings:
@@ -123,28 +114,22 @@ def sharding(
     )
 
 
-def _echo_result(result: JobResult, json_out: bool) -> None:
-    if json_out:
-        typer.echo(json.dumps(result.summary(), indent=2, sort_keys=True))
-    typer.echo("\n".join(result.lines()), err=json_out)
-    for e in result.errors[:1]:
-        typer.echo(f"backfill: error: {e}", err=True)
+def sharded_copy(cfg: RunConfig, sh: Sharding, *, json_out: bool) -> JobResult | None:
+    """`backfill copy … --state/--engine`: plan (or adopt the plan), then run every shard and print the summary.
 
-
-def sharded_copy(cfg: RunConfig, sh: Sharding, *, json_out: bool, verify_after: bool) -> int:
-    """`backfill copy … --state/--engine`: plan (or adopt the plan), then run every shard. Returns the exit code."""
+    None with --plan-only."""
 
     async def plan_it() -> tuple[JobPlan, bool]:
-        async with open_store(sh.state, sh.access) as store, open_sides(cfg) as (src, _dst, _lock):
+        async with open_store(sh.state, sh.access) as store, open_sides(cfg) as sides:
             if cfg.shards is not None:
                 target = cfg.shards
             elif sh.engine == "dask":
                 target = max(16, SHARDS_PER_WORKER * sh.workers)
             else:
                 target = AUTO_TARGET
-            return await make_plan(store, cfg, src, target)
+            return await make_plan(store, cfg, sides.src, target)
 
-    plan, created = _guard(lambda: anyio.run(plan_it))
+    plan, created = guard(lambda: anyio.run(plan_it))
     typer.echo(
         f"state: {sh.state} ({len(plan.shards)} shards, " + ("planned now)" if created else "planned earlier)"),
         err=True,
@@ -155,9 +140,9 @@ def sharded_copy(cfg: RunConfig, sh: Sharding, *, json_out: bool, verify_after: 
             "--index I --count N   (one process per index 0…N-1; see the README)",
             err=True,
         )
-        return 0
+        return None
     if sh.engine == "dask":
-        result = _guard(
+        result = guard(
             lambda: run_dask(
                 plan,
                 cfg,
@@ -175,27 +160,9 @@ def sharded_copy(cfg: RunConfig, sh: Sharding, *, json_out: bool, verify_after: 
         here = functools.partial(
             run_here, plan, cfg, sh.state, sh.access, sh.settings, shards, parallel=sh.parallel, out=sys.stderr
         )
-        result = _guard(lambda: anyio.run(here))
-    _echo_result(result, json_out)
-    code = result.exit_code
-    if verify_after and code in (0, 1) and not result.errors:
-        path = merged_manifest(sh.state, None, sh.access)
-        vcfg = VerifyConfig(
-            cfg.source,
-            cfg.dest,
-            manifest=path,
-            versions=cfg.options.versions,
-            concurrency=cfg.concurrency,
-            max_rps=cfg.max_rps,
-            progress_interval=cfg.progress_interval,
-        )
-        typer.echo("verifying the replica against the merged manifest…", err=True)
-        verified = _guard(lambda: anyio.run(run_verify, vcfg))
-        _print_verify(_verify_summary(verified), json_out=False, err=json_out)
-        code = max(code, verified.exit_code)
-    if result.interrupted and not result.errors:
-        typer.echo(f"stopped. To resume, run: {shlex.join(['backfill', *sys.argv[1:]])}", err=True)
-    return code
+        result = guard(lambda: anyio.run(here))
+    print_job(result, json_out)
+    return result
 
 
 def merged_manifest(state: str, merge_to: str | None, access: StateAccess) -> str:
@@ -206,7 +173,7 @@ def merged_manifest(state: str, merge_to: str | None, access: StateAccess) -> st
         tmp = tempfile.mkdtemp(prefix="backfill-merged-")
         atexit.register(shutil.rmtree, tmp, True)
         target = Path(tmp) / "merged.db"
-    _guard(lambda: anyio.run(merge, state, access, target))
+    guard(lambda: anyio.run(merge, state, access, target))
     return str(target)
 
 
@@ -220,7 +187,7 @@ def _from_env(value: int | None, *names: str) -> int | None:
     return None
 
 
-@app.command("run-shards")
+@options
 def run_shards(
     state: Annotated[str, typer.Option(help="The job's state location (DIR or s3://BUCKET/PREFIX/).")],
     index: Annotated[
@@ -230,75 +197,54 @@ def run_shards(
     count: Annotated[
         int | None, typer.Option(help="How many processes share the shards [default: $AWS_BATCH_JOB_ARRAY_SIZE].")
     ] = None,
-    source_profile: SourceProfile = None,
-    dest_profile: DestProfile = None,
-    source_region: SourceRegion = None,
-    dest_region: DestRegion = None,
-    endpoint_url: Endpoint = None,
-    source_endpoint_url: SourceEndpoint = None,
-    dest_endpoint_url: DestEndpoint = None,
-    http: Http = "lean",
-    read_timeout: ReadTimeout = 60.0,
-    expected_source_owner: ExpectedSourceOwner = None,
-    expected_dest_owner: ExpectedDestOwner = None,
+    sides: SideOptions = DEFAULT_SIDES,
     concurrency: Annotated[
         int, typer.Option(help="Ceiling of copy requests in flight in this process.")
     ] = COPY_CONCURRENCY,
     parallel: Annotated[int, typer.Option(help="Shards run at once in this process.")] = 4,
-    max_rps: Annotated[float | None, typer.Option(help="At most this many requests per second.")] = None,
+    max_rps: MaxRps = None,
     lease_seconds: LeaseSeconds = 60.0,
     checkpoint_seconds: CheckpointSeconds = 60.0,
     settle_seconds: Annotated[
         float | None,
         typer.Option(help="After taking over a dead worker's shard, wait this long for its in-flight copies."),
     ] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable summary on stdout.")] = False,
-    progress_interval: Annotated[
-        float, typer.Option(help="Seconds between progress lines when not on a terminal.")
-    ] = 30.0,
+    json_out: JsonOut = False,
+    progress_interval: ProgressInterval = 30.0,
 ) -> None:
     """Run shards INDEX, INDEX+COUNT, … of a planned job (a Kubernetes Indexed Job or AWS Batch array member)."""
     i = _from_env(index, "JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
     n = _from_env(count, "AWS_BATCH_JOB_ARRAY_SIZE")
     if i is None:
-        raise _fail("pass --index (or run where JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX is set)")
+        raise fail("pass --index (or run where JOB_COMPLETION_INDEX or AWS_BATCH_JOB_ARRAY_INDEX is set)")
     if n is None:
-        raise _fail("pass --count, the number of indexes (AWS_BATCH_JOB_ARRAY_SIZE is read when set)")
+        raise fail("pass --count, the number of indexes (AWS_BATCH_JOB_ARRAY_SIZE is read when set)")
     if n < 1 or not 0 <= i < n:
-        raise _fail(f"--index must be in 0…{n - 1} for --count {n}, not {i}")
+        raise fail(f"--index must be in 0…{n - 1} for --count {n}, not {i}")
     if parallel < 1:
-        raise _fail("--parallel must be at least 1")
-    settings = _guard(lambda: settings_from(lease_seconds, checkpoint_seconds, settle_seconds))
-    access = state_access(dest_profile, dest_endpoint_url or endpoint_url)
+        raise fail("--parallel must be at least 1")
+    settings = guard(lambda: settings_from(lease_seconds, checkpoint_seconds, settle_seconds))
+    access = state_access(sides.dest_profile, sides.dest_endpoint)
 
     async def read_plan() -> JobPlan | None:
         async with open_store(state, access) as store:
             return await load_plan(store)
 
-    plan = _guard(lambda: anyio.run(read_plan))
+    plan = guard(lambda: anyio.run(read_plan))
     if plan is None:
-        raise _fail(
+        raise fail(
             f"no job planned at {state}: plan it first with "
             f"`backfill copy SRC DST --state {state} --plan-only` (and the copy options it needs)"
         )
 
     def build() -> RunConfig:
-        src, dst = _sides(
-            plan.source,
-            plan.dest,
-            (source_profile, dest_profile),
-            (source_region, dest_region),
-            (endpoint_url, source_endpoint_url, dest_endpoint_url),
-            http,
-            read_timeout,
-            (expected_source_owner, expected_dest_owner),
-        )
+        src, dst = sides.build(plan.source, plan.dest)
         return plan.run_config(src, dst, concurrency=concurrency, max_rps=max_rps, progress_interval=progress_interval)
 
-    cfg = _guard(build)
+    cfg = guard(build)
     mine = list(plan.shards)[i::n]
     typer.echo(f"state: {state}; index {i} of {n}: {len(mine)} of {len(plan.shards)} shards", err=True)
     here = functools.partial(run_here, plan, cfg, state, access, settings, mine, parallel=parallel, out=sys.stderr)
-    result = _guard(lambda: anyio.run(here))
-    _echo_result(result, json_out)
+    result = guard(lambda: anyio.run(here))
+    print_job(result, json_out)
     raise typer.Exit(result.exit_code)

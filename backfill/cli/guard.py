@@ -1,0 +1,52 @@
+"""How every command ends: one line and exit 2 for what the user must fix, the resume hint after a stop.
+
+The commands build a configuration inside `guard()`, run it inside `guard()`, and
+turn the result into an exit code. A UserError anywhere below (a refusal, a bad
+option, an unreadable manifest) reaches the user as one `backfill: error: …`
+line, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+import typer
+
+from backfill.errors import UserError, first_error
+from backfill.manifest import manifest_error
+
+T = TypeVar("T")
+A = TypeVar("A")
+
+
+def fail(message: str) -> typer.Exit:
+    """Print `backfill: error: MESSAGE` on stderr; raise the returned Exit (code 2)."""
+    typer.echo(f"backfill: error: {message}", err=True)
+    return typer.Exit(2)
+
+
+def guard(fn: Callable[[], T], manifest: str | None = None) -> T:
+    """Run `fn`; a UserError (or a failure of the `manifest` file) becomes one line and exit 2."""
+    try:
+        return fn()
+    except BaseException as exc:
+        err = first_error(exc, UserError)
+        if err is None and manifest is not None:
+            err = manifest_error(exc, manifest)
+        if err is not None:
+            raise fail(str(err)) from None
+        raise
+
+
+def run_async(fn: Callable[[A], Awaitable[T]], arg: A) -> T:
+    """`fn(arg)` on an event loop of its own."""
+    return anyio.run(fn, arg)
+
+
+def resume_hint() -> str:
+    """The line a stopped run ends with: the very command that was run, to run again."""
+    return f"stopped. To resume, run: {shlex.join(['backfill', *sys.argv[1:]])}"

@@ -1,0 +1,241 @@
+"""The copy engine: shards → listers → copiers → checkpoint writer, on a pair of opened sides.
+
+    shards ─► listers ×L ─┐                     ┌─► copiers ×M ─┐
+    manifest (resume) ────┴─► bounded key stream ┘               └─► checkpoint writer ─► SQLite
+
+Shutdown order: producers end (or are cancelled on Ctrl-C) → the key stream
+closes → copiers drain → the writer's stream closes → the writer commits the
+last batch. On Ctrl-C in-flight copies get `grace_seconds` to finish.
+
+`run_pipeline` is the one entry point; its drivers are the single-machine run
+(pipeline.runner.run_copy) and a shard attempt of a multi-shard job (distributed.shard).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from anyio import CancelScope
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from backfill.config import RunConfig
+from backfill.manifest import Manifest
+from backfill.models import KeyJob, Shard, Version
+from backfill.pipeline.checkpoint import Checkpoint
+from backfill.pipeline.copier import Workers, copy_workers
+from backfill.pipeline.lister import key_job, list_shard
+from backfill.pipeline.resume import Resume
+from backfill.pipeline.shards import AUTO_TARGET, discover
+from backfill.pipeline.sides import PaceStats, Sides
+from backfill.pipeline.stopping import Stopper
+from backfill.pipeline.streams import receive_all
+from backfill.progress import Counters, Display
+from backfill.s3 import Bucket, Copier
+
+MAX_LISTERS = 8
+
+
+@dataclass(slots=True)
+class Hooks:
+    """How a driver that runs shards on its own (backfill.distributed) joins the pipeline.
+
+    - `listed` runs after a page is written ahead to the manifest and before its keys are
+      handed to the copiers (the shard lease records how far copies may have gone).
+    - keys up to `recheck_upto[shard]` are checked against the replica before copying: an
+      earlier attempt on another machine may have copied them after its last checkpoint.
+    - `may_copy` is awaited before every copy (a lapsed lease waits for its renewal; False once lost).
+    - `shutdown`, when set, stops the run gracefully as a first Ctrl-C does; `signals`
+      False leaves signals alone (a worker thread cannot receive them).
+    """
+
+    listed: Callable[[int, list[KeyJob], str | None, bool], Awaitable[None]] | None = None
+    recheck_upto: dict[int, str] = field(default_factory=dict)
+    may_copy: Callable[[], Awaitable[bool]] | None = None
+    shutdown: anyio.Event | None = None
+    signals: bool = True
+    display: bool = True
+
+
+@dataclass(slots=True)
+class RunResult:
+    counters: Counters
+    dry_run: bool
+    interrupted: bool = False
+    manifest: str = ""
+    totals: dict[str, Any] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    pacing: PaceStats = field(default_factory=PaceStats)  # filled in by the driver that owns the sides
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        failed = self.totals.get("failed", self.counters.failed) if not self.dry_run else 0
+        return 1 if failed else 0
+
+
+Plan = list[tuple[Shard, str | None, bool]]  # (shard, resume marker, listed), as the manifest keeps them
+
+
+async def _plan(cfg: RunConfig, src: Bucket, manifest: Manifest | None) -> tuple[Plan, datetime | None]:
+    """The shards (with resume marker and whether listed) and when the job first started:
+    the manifest's, or discovered now (and saved before any listing)."""
+    saved = manifest.shards() if manifest is not None else []
+    if manifest is not None and saved:
+        first = manifest.job().get("first_run_started")
+        return saved, datetime.fromisoformat(first) if first else None
+    shards = await discover(src, cfg.source.url.prefix, cfg.shards or AUTO_TARGET)
+    first_run = datetime.now(UTC)
+    if manifest is not None:
+        manifest.save_shards(shards)
+        manifest.set_first_run_started(first_run.isoformat())
+    return [(s, None, False) for s in shards], first_run
+
+
+class _Producers:
+    """What feeds the copiers: listers over the shards still to list, and the resumer."""
+
+    def __init__(
+        self, cfg: RunConfig, plan: Plan, copier: Copier, checkpoint: Checkpoint, counters: Counters, hooks: Hooks
+    ) -> None:
+        self.cfg, self.plan, self.copier, self.checkpoint = cfg, plan, copier, checkpoint
+        self.counters, self.hooks = counters, hooks
+        self.record_hook = hooks.listed
+
+    def make_job(self, shard: int, newest_first: list[Version]) -> KeyJob | None:
+        cfg = self.cfg
+        job = key_job(
+            shard,
+            newest_first,
+            src_prefix=cfg.source.url.prefix,
+            latest_only=cfg.options.versions == "latest",
+            filters=cfg.filters,
+        )
+        upto = self.hooks.recheck_upto.get(shard)
+        if job is not None and upto is not None and job.key <= upto:
+            job.recheck = True  # past the checkpoint, but an earlier attempt may have copied it
+        return job
+
+    async def record(self, shard: int, jobs: list[KeyJob], marker: str | None, done: bool) -> None:
+        await self.checkpoint.listed(shard, jobs, marker, done)
+        if self.record_hook is not None:
+            await self.record_hook(shard, jobs, marker, done)
+
+    def on_page(self, jobs: list[KeyJob]) -> None:
+        for j in jobs:
+            self.counters.listed += len(j.items)
+            self.counters.listed_bytes += sum(it.version.size for it in j.items)
+
+    async def lister(
+        self, shards: MemoryObjectReceiveStream[tuple[Shard, str | None]], jobs: MemoryObjectSendStream[KeyJob]
+    ) -> None:
+        async with shards, jobs:
+            async for shard, marker in shards:
+                await list_shard(
+                    self.copier.source,
+                    shard,
+                    marker,
+                    record=self.record,
+                    out=jobs,
+                    make_job=self.make_job,
+                    on_page=self.on_page,
+                )
+                self.counters.shards_listed += 1
+
+    async def resumer(self, resume: Resume, jobs: MemoryObjectSendStream[KeyJob], out: Any) -> None:
+        """Unfinished versions of earlier runs go first (each key rechecked against the replica)."""
+        shards = [s.id for s, _, _ in self.plan]
+        await resume.feed(
+            jobs, shards=shards, copier=self.copier, checkpoint=self.checkpoint, on_page=self.on_page, out=out
+        )
+
+
+async def _count_dry_run(counters: Counters, jobs: MemoryObjectReceiveStream[KeyJob]) -> None:
+    async with jobs:
+        async for job in receive_all(jobs):
+            for it in job.items:
+                counters.delete_markers += it.version.is_delete_marker
+
+
+async def run_pipeline(
+    cfg: RunConfig,
+    sides: Sides,
+    manifest: Manifest | None,
+    counters: Counters,
+    hooks: Hooks | None = None,
+    out: Any = None,
+) -> RunResult:
+    """Run (or resume) the copy of `cfg`'s shards into `manifest` (None: a dry run).
+
+    The result's `pacing` is left to the caller: the sides may be shared by several runs.
+    """
+    out = out or sys.stderr
+    hooks = hooks or Hooks()
+    plan, first_run = await _plan(cfg, sides.src, manifest)
+    counters.shards = len(plan)
+    counters.shards_listed = sum(1 for _, _, listed in plan if listed)
+    to_list = [(s, marker) for s, marker, listed in plan if not listed]
+
+    checkpoint = Checkpoint(manifest)
+    copier = Copier(sides.src, sides.dst, cfg.options, sides.carry_lock, journal=checkpoint)
+    producers = _Producers(cfg, plan, copier, checkpoint, counters, hooks)
+    if manifest is None:
+        producers.record_hook = None  # a dry run records nothing, in the lease neither
+    listing_scope = CancelScope()
+    pipeline_scope = CancelScope()
+    stopper = Stopper(cfg.grace_seconds, out, pipeline_scope, halt=[listing_scope])
+    workers = Workers(
+        copier, checkpoint, counters, stopper.requested, cfg.source.url.prefix, cfg.dest.url.prefix, first_run
+    )
+    workers.may_copy = hooks.may_copy
+    key_send, key_recv = anyio.create_memory_object_stream[KeyJob](cfg.concurrency * 4)
+    shard_send, shard_recv = anyio.create_memory_object_stream[tuple[Shard, str | None]](len(to_list) or 1)
+    for item in to_list:
+        shard_send.send_nowait(item)
+    shard_send.close()
+    resume = Resume.begin(manifest, cfg.settle_seconds) if manifest is not None else None
+
+    error: Exception | None = None
+    async with anyio.create_task_group() as outer:
+        outer.start_soon(checkpoint.run)
+        try:
+            async with anyio.create_task_group() as background:
+                if hooks.signals:
+                    background.start_soon(stopper.watch_signals)
+                if hooks.shutdown is not None:
+                    background.start_soon(stopper.follow, hooks.shutdown)
+                if hooks.display:
+                    background.start_soon(Display(counters, "backfill", cfg.progress_interval, out).run)
+                with pipeline_scope:
+                    async with anyio.create_task_group() as pipeline:
+                        if cfg.dry_run:
+                            pipeline.start_soon(_count_dry_run, counters, key_recv)
+                        else:
+                            pipeline.start_soon(copy_workers, workers, key_recv, cfg.concurrency)
+                        async with key_send, shard_recv:
+                            with listing_scope:
+                                async with anyio.create_task_group() as feeding:
+                                    if resume is not None:
+                                        feeding.start_soon(producers.resumer, resume, key_send.clone(), out)
+                                    for _ in range(min(MAX_LISTERS, len(to_list))):
+                                        feeding.start_soon(producers.lister, shard_recv.clone(), key_send.clone())
+                background.cancel_scope.cancel()
+        except Exception as exc:
+            error = exc
+        finally:
+            await checkpoint.close()
+    if error is not None:
+        raise error
+    if manifest is not None and not pipeline_scope.cancelled_caught:
+        manifest.set_clean(True)  # no copy was abandoned in flight
+
+    result = RunResult(counters, cfg.dry_run, stopper.interrupted, cfg.manifest if manifest else "")
+    if manifest is not None:
+        result.totals = manifest.summary().totals()
+        result.reasons = manifest.reasons()
+    return result

@@ -1,0 +1,226 @@
+"""One bucket seen through one principal's client: access checks, bucket settings, listings, reads.
+
+Every request goes through the bucket's Pacer (retries, throttling, the rate
+cap); botocore's own retries are off (connect.py). Listings take the lean path
+(wire.py) when open_bucket set one up.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+from botocore.exceptions import ClientError
+
+from backfill.errors import ObjectError, RetryableError, UserError, classify
+from backfill.pacing import Pacer, RetryPolicy
+from backfill.s3.listing import ENTRIES, VersionPage
+from backfill.s3.wire import Wire
+
+START_POLICY = RetryPolicy(attempts=4)  # ≈1.4 s of backoff at most before the first request gives up
+
+Landed = Callable[[], Awaitable[Any]]  # Pacer.run's `landed`, answering as botocore would
+
+
+class Bucket:
+    """One bucket seen through one principal's client, with the pacer for its requests."""
+
+    def __init__(
+        self, client: Any, name: str, label: str, who: str, pacer: Pacer, list_pacer: Pacer | None = None
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.label = label  # "source" / "replica", for messages
+        self.who = who  # "profile X" or "the default credentials", for messages
+        self.pacer = pacer  # object requests
+        self.list_pacer = list_pacer or pacer  # listings
+        self.wire: Wire | None = None  # the lean path for the hot calls, when open_bucket set one up
+        self.expected_owner: str | None = None  # the account that must own this bucket (every request says so)
+        self.expected_source_owner: str | None = None  # the account that must own the bucket copies come from
+
+    def expect_source_owner(self, account: str | None) -> None:
+        """Copies into this bucket also name the account that must own their source bucket."""
+        self.expected_source_owner = account
+        if self.wire is not None:
+            self.wire.expected_source_owner = account
+
+    def owner_params(self, params: dict[str, Any], model: Any, **_: Any) -> None:
+        """botocore's before-parameter-build hook: ExpectedBucketOwner (and ExpectedSourceBucketOwner on the
+        copy requests) on every request this client sends, where the operation takes them."""
+        members = model.input_shape.members if model.input_shape is not None else {}
+        if self.expected_owner and "ExpectedBucketOwner" in members:
+            params.setdefault("ExpectedBucketOwner", self.expected_owner)
+        if self.expected_source_owner and "ExpectedSourceBucketOwner" in members:
+            params.setdefault("ExpectedSourceBucketOwner", self.expected_source_owner)
+
+    async def call(
+        self, what: str, op: str, /, pacer: Pacer | None = None, landed: Landed | None = None, **params: Any
+    ) -> Any:
+        """One botocore request `op` through the bucket's pacer (or `pacer`); `landed`: see Pacer.run."""
+        fn = getattr(self.client, op)
+        return await (pacer or self.pacer).run(
+            what, lambda: fn(**params), bucket=self.name, who=self.who, landed=landed
+        )
+
+    def url(self, key: str) -> str:
+        return f"s3://{self.name}/{key}"
+
+    # --- bucket-level checks ---------------------------------------------------
+
+    async def check_access(self) -> str | None:
+        """HeadBucket: the bucket's region, or one clear line for a missing bucket or a denial."""
+        # The first request of a run: a throttle or a blip is retried, but an endpoint that
+        # cannot be reached is reported within seconds, not after the full retry policy.
+        policy = START_POLICY
+        what = f"HeadBucket {self.label} s3://{self.name}"
+        for attempt in range(policy.attempts):
+            try:
+                r = await self.client.head_bucket(Bucket=self.name)
+                break
+            except Exception as exc:
+                err = classify(exc, what=what, bucket=self.name, profile_hint=self.who)
+                if isinstance(err, RetryableError) and attempt + 1 < policy.attempts:
+                    await anyio.sleep(policy.delay(attempt))
+                    continue
+                hdrs = getattr(exc, "response", {}).get("ResponseMetadata", {}).get("HTTPHeaders", {})
+                code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
+                if code in ("301", "PermanentRedirect", "400") and hdrs.get("x-amz-bucket-region"):
+                    return str(hdrs["x-amz-bucket-region"])  # elsewhere: the caller reopens there
+                if code in ("404", "NoSuchBucket"):
+                    raise UserError(
+                        f"{self.label} bucket s3://{self.name} does not exist (or is in another partition): "
+                        "check the name"
+                    ) from None
+                if code in ("403", "AccessDenied"):
+                    raise await self._denied() from None
+                if isinstance(err, RetryableError):
+                    raise UserError(
+                        f"cannot use the {self.label} bucket s3://{self.name} ({err}): check the endpoint "
+                        "(--endpoint-url, AWS_ENDPOINT_URL), the network, and the region"
+                    ) from None
+                raise err from exc
+        region = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+        return str(region) if region else None
+
+    async def _denied(self) -> UserError:
+        """Why HeadBucket was refused, as one line: HEAD answers carry no error code, so a
+        one-key listing asks for it (an unknown key, a wrong secret, an expired token)."""
+        code = ""
+        try:
+            await self.client.list_objects_v2(Bucket=self.name, MaxKeys=1)
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+        except Exception:  # noqa: S110 - only a better message was at stake
+            pass
+        if code == "InvalidAccessKeyId":
+            return UserError(
+                f"the access key of {self.who} is not known to the {self.label}'s server (InvalidAccessKeyId): "
+                "check the credentials (AWS_ACCESS_KEY_ID, --source-profile/--dest-profile)"
+            )
+        if code == "SignatureDoesNotMatch":
+            return UserError(
+                f"the secret key of {self.who} does not match its access key (SignatureDoesNotMatch): "
+                "check the credentials (AWS_SECRET_ACCESS_KEY, --source-profile/--dest-profile)"
+            )
+        if code in ("ExpiredToken", "InvalidToken", "TokenRefreshRequired"):
+            return UserError(
+                f"the session token of {self.who} is expired or invalid ({code}): renew the credentials "
+                "(aws sso login, or a new session)"
+            )
+        if self.expected_owner:
+            option = "--expected-source-owner" if self.label == "source" else "--expected-dest-owner"
+            return UserError(
+                f"access denied to {self.label} bucket s3://{self.name} with {self.who}: the bucket is not owned by "
+                f"account {self.expected_owner} ({option}), or these credentials may not read it: check the bucket "
+                f"name and {option}, or grant s3:ListBucket"
+            )
+        return UserError(
+            f"access denied to {self.label} bucket s3://{self.name} with {self.who}: grant "
+            "s3:ListBucket (and the copy permissions), or use other credentials"
+        )
+
+    async def versioning(self) -> str:
+        r = await self.call(f"GetBucketVersioning s3://{self.name}", "get_bucket_versioning", Bucket=self.name)
+        return str(r.get("Status", "") or "")
+
+    async def object_lock_enabled(self) -> bool:
+        """Whether the bucket has Object Lock; no when it has none, or we may not read it, or the server lacks it."""
+        try:
+            r = await self.call(
+                f"GetObjectLockConfiguration s3://{self.name}", "get_object_lock_configuration", Bucket=self.name
+            )
+        except (ObjectError, UserError):
+            return False
+        return bool(r.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
+
+    # --- listing -------------------------------------------------------------
+
+    async def list_versions(
+        self, prefix: str, key_marker: str | None, version_id_marker: str | None, max_keys: int = 1000
+    ) -> VersionPage:
+        what = f"ListObjectVersions s3://{self.name}/{prefix}"
+        wire = self.wire
+        if wire is not None:
+            return await self.list_pacer.run(
+                what,
+                lambda: wire.list_versions(prefix, key_marker, version_id_marker, max_keys),
+                bucket=self.name,
+                who=self.who,
+            )
+        params: dict[str, Any] = {"Bucket": self.name, "Prefix": prefix, "MaxKeys": max_keys}
+        if key_marker:
+            params["KeyMarker"] = key_marker
+            if version_id_marker:
+                params["VersionIdMarker"] = version_id_marker
+        r = await self.call(what, "list_object_versions", pacer=self.list_pacer, **params)
+        page: VersionPage = r[ENTRIES]
+        return page
+
+    async def list_delimited(self, prefix: str, max_keys: int = 1000) -> tuple[list[str], list[str], bool]:
+        """One page of ListObjectsV2 with Delimiter='/': (common prefixes, keys, truncated)."""
+        wire = self.wire
+        if wire is not None:
+            return await self.list_pacer.run(
+                f"ListObjectsV2 s3://{self.name}/{prefix}",
+                lambda: wire.list_delimited(prefix, max_keys),
+                bucket=self.name,
+                who=self.who,
+            )
+        r = await self.call(
+            f"ListObjectsV2 s3://{self.name}/{prefix}",
+            "list_objects_v2",
+            pacer=self.list_pacer,
+            Bucket=self.name,
+            Prefix=prefix,
+            Delimiter="/",
+            MaxKeys=max_keys,
+        )
+        cps = [p["Prefix"] for p in r.get("CommonPrefixes", [])]
+        keys = [c["Key"] for c in r.get("Contents", [])]
+        return cps, keys, bool(r.get("IsTruncated"))
+
+    # --- reads of one version ----------------------------------------------
+
+    async def head(
+        self, key: str, version_id: str, part_number: int | None = None, *, checksums: bool = False
+    ) -> dict[str, Any]:
+        params: dict[str, Any] = {"Bucket": self.name, "Key": key, "VersionId": version_id}
+        if part_number is not None:
+            params["PartNumber"] = part_number
+        if checksums:
+            params["ChecksumMode"] = "ENABLED"
+        r: dict[str, Any] = await self.call(f"HeadObject {self.url(key)}", "head_object", **params)
+        return r
+
+    async def get_body(self, key: str, version_id: str) -> Any:
+        """The streaming body of one version (the caller reads and closes it)."""
+        r = await self.call(f"GetObject {self.url(key)}", "get_object", Bucket=self.name, Key=key, VersionId=version_id)
+        return r["Body"]
+
+    async def tagging(self, key: str, version_id: str) -> str:
+        r = await self.call(
+            f"GetObjectTagging {self.url(key)}", "get_object_tagging", Bucket=self.name, Key=key, VersionId=version_id
+        )
+        return urllib.parse.urlencode([(t["Key"], t["Value"]) for t in r.get("TagSet", [])])
