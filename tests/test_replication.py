@@ -44,7 +44,7 @@ import pytest
 from backfill.models import Version
 from backfill.pipeline.replication import PENDING, Fix, fix_needed, pair_replicated, plan_key, scope_from
 from testbed.replicator import COMPLETED, FAILED, Replicator, replicator_for
-from tests.conftest import Entry, Store, copied_versions, start_cli
+from testbed.store import Entry, Store, copied_versions, start_cli
 
 LEFT = 4  # the manifest's state for a version left to replication
 

@@ -14,7 +14,7 @@ import pytest
 from botocore.exceptions import ClientError
 
 from testbed.replicator import COMPLETED, FAILED, PENDING, REPLICA, Replicator, replicator_for
-from tests.conftest import Store
+from testbed.store import Store
 
 
 @pytest.fixture
