@@ -29,7 +29,7 @@ from pathlib import Path
 from backfill.errors import UserError, first_error
 from backfill.models import Item, KeyJob, Shard, State, Version
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE job (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -71,10 +71,16 @@ _MIGRATIONS = {
 -- started: the local time (Unix seconds) just before CreateMultipartUpload was sent.
 CREATE TABLE upload (token TEXT PRIMARY KEY, key TEXT NOT NULL, upload_id TEXT, started REAL NOT NULL) WITHOUT ROWID;
 """,
+    3: """
+-- Keys whose replica got a final copy of the source's current version, because live replication had
+-- delivered it before the backfill copied older versions on top (backfill/pipeline/replication.py).
+-- vid: the source version copied again, rvid: the replica version that copy made (dm 1: a delete marker).
+CREATE TABLE current_fix (key TEXT PRIMARY KEY, vid TEXT, rvid TEXT NOT NULL, dm INTEGER) WITHOUT ROWID;
+""",
 }
 
 
-_MERGED = ("shard", "version", "upload")  # the tables a shard's file adds to a merged manifest
+_MERGED = ("shard", "version", "upload", "current_fix")  # the tables a shard's file adds to a merged manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +134,7 @@ class Summary:
     shards_listed: int
     by_state: dict[str, Totals]
     delete_markers: int
+    current_fixes: int = 0  # keys that got a final copy of their current version
 
     def count(self, state: State) -> int:
         return self.by_state.get(state.name.lower(), Totals()).versions
@@ -140,6 +147,8 @@ class Summary:
             "failed": self.count(State.FAILED),
             "skipped": self.count(State.SKIPPED),
             "pending": self.count(State.PENDING),
+            "left_to_replication": self.count(State.LEFT_TO_REPLICATION),
+            "current_fixes": self.current_fixes,
             "shards": self.shards,
             "shards_listed": self.shards_listed,
         }
@@ -380,6 +389,11 @@ class Manifest:
         )
 
     @staticmethod
+    def write_fix(c: sqlite3.Connection, key: str, vid: str, rvid: str, dm: bool) -> None:
+        """The final copy of `key`'s current version (source `vid`) made replica version `rvid`."""
+        c.execute("INSERT OR REPLACE INTO current_fix VALUES (?, ?, ?, ?)", (key, vid, rvid, 1 if dm else None))
+
+    @staticmethod
     def write_upload(c: sqlite3.Connection, token: str, key: str, upload_id: str | None, started: float) -> None:
         """An upload about to begin (upload_id None), or its ID once CreateMultipartUpload answered."""
         c.execute(
@@ -435,7 +449,15 @@ class Manifest:
 
     def recorded_replica_versions(self, key: str) -> frozenset[str]:
         rows = self.conn.execute("SELECT rvid FROM version WHERE key = ? AND rvid IS NOT NULL", (key,))
-        return frozenset(r[0] for r in rows)
+        fix = self.current_fix_of(key)
+        return frozenset([*(r[0] for r in rows), *([fix] if fix else [])])
+
+    def current_fix_of(self, key: str) -> str | None:
+        """The replica version of `key`'s final current-version copy, if it got one."""
+        if not self._fixes():
+            return None
+        row = self.conn.execute("SELECT rvid FROM current_fix WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
 
     # --- reporting -----------------------------------------------------------
 
@@ -447,7 +469,13 @@ class Manifest:
         ):
             by_state[State(state).name.lower()] = Totals(n, b)
         dms = self.conn.execute("SELECT count(*) FROM version WHERE dm = 1").fetchone()[0]
-        return Summary(self.job(), shards[0], shards[1], by_state, dms)
+        fixes = self.conn.execute("SELECT count(*) FROM current_fix").fetchone()[0] if self._fixes() else 0
+        return Summary(self.job(), shards[0], shards[1], by_state, dms, fixes)
+
+    def _fixes(self) -> bool:
+        """Whether the manifest has the current_fix table (schema 3; a read-only open does not upgrade)."""
+        q = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'current_fix'"
+        return self.conn.execute(q).fetchone() is not None
 
     def problems(self, limit: int) -> list[dict[str, object]]:
         rows = self.conn.execute(

@@ -32,6 +32,9 @@ class Counters:
     recovered: int = 0  # found already in the replica after a crash, recorded without copying
     failed: int = 0
     skipped: int = 0
+    left_to_replication: int = 0  # versions live replication owns (PENDING/COMPLETED), not copied
+    current_fixes: int = 0  # keys given a final copy of their current version (replication got ahead)
+    replication_heads: int = 0  # HEADs asked for replication statuses and current versions
 
     @property
     def done(self) -> int:

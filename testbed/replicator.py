@@ -84,7 +84,8 @@ from botocore.config import Config
 
 Lag = float | Callable[[str, str], float]
 PENDING, COMPLETED, FAILED, REPLICA = "PENDING", "COMPLETED", "FAILED", "REPLICA"
-_MAX_HEAD = 64 * 1024
+_WRITES = frozenset({"PutObject", "CopyObject", "CompleteMultipartUpload", "DeleteObject"})
+_Upstream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 @dataclass(slots=True)
@@ -216,6 +217,9 @@ class Replicator:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._replicating: Counter[str] = Counter()  # replica keys being written by replication (any thread)
+        self._writing: Counter[str] = Counter()  # source keys with a write under way (the proxy's loop only)
+        self._written_cond = asyncio.Condition()
         self._threads: list[threading.Thread] = []
         self.port = 0
 
@@ -362,6 +366,8 @@ class Replicator:
             with self._lock:
                 e.status = FAILED
             return
+        with self._lock:
+            self._replicating[e.key] += 1
         try:
             if e.delete_marker:
                 r = self._client.delete_object(Bucket=self.replica, Key=e.key)
@@ -374,8 +380,10 @@ class Replicator:
         except Exception:  # a permanent failure is what S3 reports as FAILED
             with self._lock:
                 e.status = FAILED
+                self._replicating[e.key] -= 1
             return
         with self._lock:
+            self._replicating[e.key] -= 1
             e.replica_version_id = r.get("VersionId", "")
             e.replicated_at = time.time()
             e.status = COMPLETED
@@ -385,7 +393,7 @@ class Replicator:
     # --- the proxy ---------------------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        up: _Upstream | None = None
         try:
             while True:
                 head = await _read_head(reader)
@@ -411,21 +419,24 @@ class Replicator:
                     writer.write(self._replication_answer(bucket))
                     await writer.drain()
                     continue
-                if up is None:
-                    up = await asyncio.open_connection(self.upstream.hostname, self.upstream.port)
-                up[1].write(head + body)
-                await up[1].drain()
-                rhead = await _read_head(up[0])
-                if rhead is None:
-                    return
-                status, rheaders = _parse_response(rhead)
-                rbody = await _read_body(up[0], rhead, request=False, method=method, status=status)
-                rhead = self._after(op, bucket, key, query, status, rheaders, rhead)
-                writer.write(rhead + rbody)
-                await writer.drain()
-                if rheaders.get("connection", "").lower() == "close":
-                    up[1].close()
-                    up = None
+                # On S3 a new version answers PENDING from the moment its write completes. Here its status is
+                # known once the write's answer has passed through: a HEAD/GET of that key waits for writes
+                # to it that are under way, so that it never sees such a version without its status.
+                writing = bucket == self.source and op in _WRITES
+                if writing:
+                    self._writing[key] += 1
+                elif bucket == self.source and op in ("HeadObject", "GetObject"):
+                    await self._until_written(key)
+                elif bucket == self.replica and op in ("HeadObject", "GetObject"):
+                    while self._replicating[key]:  # noqa: ASYNC110 - set by the replication thread; REPLICA from the start
+                        await asyncio.sleep(0.005)
+                try:
+                    up = await self._forward(up, op, bucket, key, query, method, head + body, writer)
+                finally:
+                    if writing:
+                        self._writing[key] -= 1
+                        async with self._written_cond:
+                            self._written_cond.notify_all()
         except (ConnectionError, asyncio.IncompleteReadError):
             return
         except asyncio.CancelledError:
@@ -436,6 +447,40 @@ class Replicator:
                     w.close()
                     with contextlib.suppress(Exception):
                         await w.wait_closed()
+
+    async def _until_written(self, key: str) -> None:
+        async with self._written_cond:
+            while self._writing[key]:
+                await self._written_cond.wait()
+
+    async def _forward(
+        self,
+        up: _Upstream | None,
+        op: str,
+        bucket: str,
+        key: str,
+        query: dict[str, list[str]],
+        method: str,
+        request: bytes,
+        writer: asyncio.StreamWriter,
+    ) -> _Upstream | None:
+        """Relay one request upstream and its answer back; returns the upstream connection (None: closed)."""
+        if up is None:
+            up = await asyncio.open_connection(self.upstream.hostname, self.upstream.port)
+        up[1].write(request)
+        await up[1].drain()
+        rhead = await _read_head(up[0])
+        if rhead is None:
+            raise ConnectionError("the upstream closed the connection")
+        status, rheaders = _parse_response(rhead)
+        rbody = await _read_body(up[0], rhead, request=False, method=method, status=status)
+        rhead = self._after(op, bucket, key, query, status, rheaders, rhead)
+        writer.write(rhead + rbody)
+        await writer.drain()
+        if rheaders.get("connection", "").lower() == "close":
+            up[1].close()
+            return None
+        return up
 
     def _after(
         self,

@@ -146,14 +146,19 @@ def _assert_outcome(seaweed: Store, src: str, dst: str, repl: Replicator, manife
     for key, history in source.items():
         mine = replica.get(key, [])
         # 1. The replica's current version is the source's current version.
-        assert _content(mine[-1]) == _content(history[-1]) if mine else history[-1][0], f"{key}: stale current"
+        why = f"{key}: stale current; source {history}, replica {mine}, replicated {repl.replica_ids}, " + str(
+            [r for r in rows if r[0] == key]
+        )
+        assert _content(mine[-1]) == _content(history[-1]) if mine else history[-1][0], why
         # 2. Every source version's content is in the replica.
         missing = Counter(map(_content, history)) - Counter(map(_content, mine))
         assert not missing, f"{key}: missing {missing}"
         # 3. Every replica version is a REPLICA, a copy the manifest records, or the one current-version fix.
         ours = [e for e in mine if e[3] not in repl.replica_ids]
         unrecorded = [e for e in ours if e[3] not in copied_by_key.get(key, set())]
-        assert len(unrecorded) <= 1, f"{key}: {len(unrecorded)} copies the manifest does not record"
+        assert len(unrecorded) <= 1, f"{key}: unrecorded {unrecorded}; source {history}; replica {mine}; " + str(
+            [r for r in rows if r[0] == key]
+        )
         for e in unrecorded:  # the fix: a copy of a version written after the rule
             assert any(_content(e) == _content(s) for s in history), f"{key}: a copy of no source version"
         fixes += len(unrecorded)
@@ -251,7 +256,7 @@ def test_failed_replication_is_reported_with_batch_replication_and_a_rerun_confi
     via = _via(seaweed, repl)
     r = via.run(*_copy_args(src, dst, manifest))
     assert r.code == 1, r.stderr
-    assert "Batch Replication" in r.stderr
+    assert "Batch Replication" in r.stdout
     status = via.run("status", "--manifest", manifest)
     assert status.code == 1 and "Batch Replication" in status.stdout
     assert status.stdout.count("k002") >= 1 and status.stdout.count("k006") >= 1
@@ -276,8 +281,10 @@ def test_a_cold_key_costs_one_head_and_keys_outside_the_rule_none(
     r = via.run(*_copy_args(src, dst, manifest))
     assert r.code == 0, r.stderr
     used = Counter(repl.stats) - before
-    with_objects = sum(1 for k, h in seaweed.history(src).items() if k in inside and any(not e[0] for e in h))
-    assert 0 < used["HeadObject:source"] <= with_objects
+    histories = [h for k, h in seaweed.history(src).items() if k in inside and any(not e[0] for e in h)]
+    # One HEAD per key; two for a key whose newest entry is a delete marker (it has no status to read).
+    bound = sum(2 if h[-1][0] else 1 for h in histories)
+    assert 0 < used["HeadObject:source"] <= bound
     assert used["HeadObject:replica"] == 0
     assert used["GetBucketReplication:source"] == 1
     _assert_outcome(seaweed, src, dst, repl, manifest)
@@ -347,8 +354,8 @@ def _v(vid: str, dm: bool = False) -> Version:
 
 
 def _plan(history: list[Version], statuses: dict[str, str | None], current: str | None) -> tuple[str, bool, int]:
-    async def head_current() -> tuple[str | None, str | None]:
-        return current, statuses.get(current or "")
+    async def head_current() -> tuple[Version | None, str | None]:
+        return (_v(current) if current else None), statuses.get(current or "")
 
     async def head_version(v: Version) -> str | None:
         return statuses.get(v.version_id)
@@ -366,16 +373,17 @@ def test_plan_cold_hot_failed_and_markers() -> None:
     assert _plan(h, {}, None) == ("ccc", True, 2)  # a delete marker since the listing
     m = [_v("a"), _v("m1", dm=True), _v("b"), _v("m2", dm=True)]
     assert _plan(m, {"b": COMPLETED}, None) == ("ccll", True, 2)  # m1 cannot tell: copied
-    assert _plan(m, {}, None) == ("cccc", False, 1)
+    assert _plan(m, {}, None) == ("cccc", False, 1)  # newest a delete marker: b now, the key after the copies
     assert _plan([_v("m", dm=True)], {}, None) == ("c", False, 0)
 
 
 def test_fix_only_when_the_backfill_is_on_top_of_a_delivered_current() -> None:
     ours, top = {"r1"}, _v("r1")
-    assert fix_needed(top, ours, ("s", COMPLETED), delete_markers=True) is Fix.COPY_CURRENT
-    assert fix_needed(top, ours, ("s", PENDING), delete_markers=True) is Fix.NONE
-    assert fix_needed(top, ours, ("s", FAILED), delete_markers=True) is Fix.NONE
-    assert fix_needed(_v("r2"), ours, ("s", COMPLETED), delete_markers=True) is Fix.NONE
+    s = _v("s")
+    assert fix_needed(top, ours, (s, COMPLETED), delete_markers=True) is Fix.COPY_CURRENT
+    assert fix_needed(top, ours, (s, PENDING), delete_markers=True) is Fix.NONE
+    assert fix_needed(top, ours, (s, FAILED), delete_markers=True) is Fix.NONE
+    assert fix_needed(_v("r2"), ours, (s, COMPLETED), delete_markers=True) is Fix.NONE
     assert fix_needed(top, ours, (None, None), delete_markers=True) is Fix.DELETE_MARKER
     assert fix_needed(top, ours, (None, None), delete_markers=False) is Fix.NONE
     assert fix_needed(_v("r1", dm=True), ours, (None, None), delete_markers=True) is Fix.NONE

@@ -25,8 +25,10 @@ versions written after the rule went on are the newest ones of a key: a suffix o
      and no status: every listed version is from before the rule (they are all older), and nothing
      was written since the listing. A newer current version (or a 404: a delete marker since), means
      writes after the listing: the key is *hot* (see the fix below), and the listed newest version
-     is HEADed by its ID. If the listed newest entry is a delete marker, the newest object version
-     is HEADed by its ID (a delete marker has no status to read: HEAD of one answers 405).
+     is HEADed by its ID. If the listed newest entry is a delete marker (which has no status to read:
+     HEAD of one answers 405), the newest object version is HEADed by its ID, and after the key's
+     copies the key itself: a 200 (not the 404 of a delete marker) means a write since the listing,
+     and the current version is then checked as for a hot key. Two HEADs for such a key.
   2. While a HEADed version has a status, the next older object version is HEADed too: a hot key
      costs one HEAD per version written after the rule, plus one.
   3. PENDING or COMPLETED: left to replication (manifest state LEFT_TO_REPLICATION, never
@@ -50,7 +52,9 @@ source key's current version:
   - COMPLETED (it was delivered, and lies below the backfill's copies): copy it once more, a *final
     copy of the current version*, recorded in the manifest as such (table `current_fix`), counted as
     `current_fixes` in the summary, `status` and `--json`;
-  - PENDING: nothing to do, replication will put it on top; FAILED: nothing, it is reported and
+  - PENDING: nothing to do, replication will put it on top, unless the replica's listing already
+    holds a version equal to it below the backfill's copies (S3 sets COMPLETED only after it wrote
+    the replica): then as COMPLETED; FAILED: nothing, it is reported and
     Batch Replication will put it on top; no status: the current version is from before the rule;
   - a delete marker (404): under a rule that replicates delete markers, a delete marker on top
     (DeleteObject), unless the replica's newest entry is a marker already.
@@ -62,8 +66,8 @@ version is left to replication is recorded only after this check: a run killed b
 version pending, so the next run checks the key again (a fix that landed unrecorded is then the
 replica's newest entry and not the backfill's last copy, so it is not made twice).
 
-Left open, documented: a version written after a cold key's HEAD and delivered by replication before
-that key's last copy lands (a window of the key's own copy time, milliseconds for small objects) is
+Left open, documented: a version written after a cold key's first HEAD and delivered by replication
+before that key's last copy lands (a window of the key's own copy time, milliseconds for small objects) is
 overtaken by the copy; `verify` reports the key as `current_differs`. Without replication on the
 source nothing of this runs: no HEAD, no listing of the replica.
 
@@ -77,11 +81,14 @@ version: category `current_differs`.
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from backfill.errors import AccessDenied
 from backfill.models import Version
+from backfill.s3 import Bucket
 
 PENDING, COMPLETED, FAILED, REPLICA = "PENDING", "COMPLETED", "FAILED", "REPLICA"
 OWNED = frozenset({PENDING, COMPLETED})  # statuses of versions replication owns
@@ -148,17 +155,18 @@ class KeyPlan:
     owners: list[Owner]  # one per listed entry, oldest first
     hot: bool  # some version after the rule exists: check the current version after the copies
     heads: int = 0
+    look_after: bool = False  # the newest entry is a delete marker: HEAD the key after its copies
 
 
 async def plan_key(
     history: Sequence[Version],
     *,
-    head_current: Callable[[], Awaitable[tuple[str | None, str | None]]],
+    head_current: Callable[[], Awaitable[tuple[Version | None, str | None]]],
     head_version: Callable[[Version], Awaitable[str | None]],
 ) -> KeyPlan:
     """Whose each listed entry of one key is (oldest first); see the module's docstring.
 
-    `head_current()` → (current version ID or None for a 404, its status); `head_version(v)` → status.
+    `head_current()` → (the current version or None for a 404, its status); `head_version(v)` → status.
     """
     owners = [Owner.BACKFILL] * len(history)
     objects = [i for i, v in enumerate(history) if not v.is_delete_marker]
@@ -170,11 +178,15 @@ async def plan_key(
     if newest == len(history) - 1:
         current, status = await head_current()
         plan.heads += 1
-        if current != history[newest].version_id:
+        if current is None or current.version_id != history[newest].version_id:
             plan.hot = True  # written since the listing (a 404: a delete marker since)
             status = await head_version(history[newest])
             plan.heads += 1
     else:
+        # The newest entry is a delete marker, which has no status to read: the newest object version is
+        # HEADed by its ID now, and the key (its current version) after the key's copies (`look_after`):
+        # a 200 there means a version written since the listing. Two HEADs for such a key.
+        plan.look_after = True
         status = await head_version(history[newest])
         plan.heads += 1
     oldest_after_rule: int | None = None
@@ -204,22 +216,29 @@ class Fix(enum.Enum):
     DELETE_MARKER = "marker"  # a delete marker on top
 
 
+def ours_on_top(replica_newest: Version | None, ours: frozenset[str] | set[str]) -> bool:
+    """Whether the replica's newest entry is one of the backfill's copies (else replication's is on top)."""
+    return replica_newest is not None and replica_newest.version_id in ours
+
+
 def fix_needed(
     replica_newest: Version | None,
     ours: frozenset[str] | set[str],
-    source_current: tuple[str | None, str | None],
+    source_current: tuple[Version | None, str | None],
     *,
     delete_markers: bool,
+    delivered: bool = False,
 ) -> Fix:
     """After a hot key's copies: does the replica's current need the final copy? (module docstring)"""
-    if replica_newest is None or replica_newest.version_id not in ours:
+    if replica_newest is None or not ours_on_top(replica_newest, ours):
         return Fix.NONE  # nothing of ours on top: replication's (or a fix made before a crash) is
     current, status = source_current
     if current is None:  # the source's current is a delete marker
         if delete_markers and not replica_newest.is_delete_marker:
             return Fix.DELETE_MARKER
         return Fix.NONE
-    return Fix.COPY_CURRENT if status == COMPLETED else Fix.NONE
+    # PENDING, yet a copy of it already below ours (`delivered`): S3 sets COMPLETED after writing the replica.
+    return Fix.COPY_CURRENT if status == COMPLETED or (status == PENDING and delivered) else Fix.NONE
 
 
 def _content(v: Version) -> tuple[bool, int, str]:
@@ -286,3 +305,33 @@ def pair_replicated(
     if fix is not None:
         rest = [r for r in rest if r is not fix]
     return Pairing(replicated, fix, [v for i, v in enumerate(source) if i not in taken], rest)
+
+
+async def detect(
+    src: Bucket, replica_bucket: str, src_prefix: str, dst_prefix: str, *, out: Any = None
+) -> Scope | None:
+    """The source's replication into `replica_bucket` that concerns this job, or None (module docstring)."""
+    try:
+        config = await src.replication()
+    except AccessDenied as exc:
+        print(
+            f"warning: cannot read the source's replication configuration ({exc}); copying as if it did not "
+            "replicate into the replica. If it does, grant s3:GetReplicationConfiguration "
+            "(`backfill setup grant-backfill` does) and run again: versions replication delivers would be "
+            "copied twice and a key's current version could end stale",
+            file=out or sys.stderr,
+            flush=True,
+        )
+        return None
+    scope = scope_from(config, replica_bucket)
+    if scope is None or not scope.covers(src_prefix):
+        return None
+    if src_prefix != dst_prefix:
+        print(
+            f"note: the source replicates into s3://{replica_bucket} under the same keys, while this job writes "
+            f"them under another prefix ({dst_prefix!r} for {src_prefix!r}): its copies are left to it alone",
+            file=out or sys.stderr,
+            flush=True,
+        )
+        return None
+    return scope

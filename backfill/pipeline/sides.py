@@ -17,6 +17,7 @@ from typing import Any
 from backfill.config import RunConfig
 from backfill.errors import UserError
 from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
+from backfill.pipeline.replication import Scope, detect
 from backfill.s3 import LIST_POOL, Bucket, Sessions, open_bucket, reserve_open_files
 
 
@@ -76,6 +77,7 @@ class Sides:
     copy_pacer: Pacer
     rate: RateLimiter  # --max-rps, shared by both pacers
     carry_lock: bool  # the source has Object Lock: copies carry its retention and legal holds
+    replication: Scope | None = None  # the source's live replication into the replica (pipeline/replication.py)
 
     def pacing(self) -> PaceStats:
         lim = self.limiter
@@ -126,4 +128,5 @@ async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
         open_bucket(cfg.dest, "replica", copy_pacer, pool=cfg.concurrency + 8, sessions=sessions) as dst,
     ):
         carry_lock = await preflight(cfg, src, dst)
-        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock)
+        scope = await detect(src, dst.name, cfg.source.url.prefix, cfg.dest.url.prefix)
+        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, scope)
