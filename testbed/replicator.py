@@ -217,6 +217,7 @@ class Replicator:
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
+        self._open: set[asyncio.StreamWriter] = set()
         self._replicating: Counter[str] = Counter()  # replica keys being written by replication (any thread)
         self._writing: Counter[str] = Counter()  # source keys with a write under way (the proxy's loop only)
         self._written_cond = asyncio.Condition()
@@ -303,6 +304,11 @@ class Replicator:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+                for w in self._open:  # every stream of the proxy's, closed while the loop still runs
+                    w.close()
+                    with contextlib.suppress(Exception):
+                        await w.wait_closed()
+                self._open.clear()
 
         t = threading.Thread(target=serve, name="replicator-proxy", daemon=True)
         t.start()
@@ -394,6 +400,7 @@ class Replicator:
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up: _Upstream | None = None
+        self._open.add(writer)
         try:
             while True:
                 head = await _read_head(reader)
@@ -447,6 +454,7 @@ class Replicator:
                     w.close()
                     with contextlib.suppress(Exception):
                         await w.wait_closed()
+                    self._open.discard(w)
 
     async def _until_written(self, key: str) -> None:
         async with self._written_cond:
@@ -467,6 +475,24 @@ class Replicator:
         """Relay one request upstream and its answer back; returns the upstream connection (None: closed)."""
         if up is None:
             up = await asyncio.open_connection(self.upstream.hostname, self.upstream.port)
+            self._open.add(up[1])
+        try:
+            return await self._exchange(up, op, bucket, key, query, method, request, writer)
+        except BaseException:
+            up[1].close()
+            raise
+
+    async def _exchange(
+        self,
+        up: _Upstream,
+        op: str,
+        bucket: str,
+        key: str,
+        query: dict[str, list[str]],
+        method: str,
+        request: bytes,
+        writer: asyncio.StreamWriter,
+    ) -> _Upstream | None:
         up[1].write(request)
         await up[1].drain()
         rhead = await _read_head(up[0])
