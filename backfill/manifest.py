@@ -75,7 +75,7 @@ CREATE TABLE upload (token TEXT PRIMARY KEY, key TEXT NOT NULL, upload_id TEXT, 
 -- Keys whose replica got a final copy of the source's current version, because live replication had
 -- delivered it before the backfill copied older versions on top (backfill/pipeline/replication.py).
 -- vid: the source version copied again, rvid: the replica version that copy made (dm 1: a delete marker).
-CREATE TABLE current_fix (key TEXT PRIMARY KEY, vid TEXT, rvid TEXT NOT NULL, dm INTEGER) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS current_fix (key TEXT PRIMARY KEY, vid TEXT, rvid TEXT NOT NULL, dm INTEGER) WITHOUT ROWID;
 """,
 }
 
