@@ -61,10 +61,14 @@ source key's current version:
 The replica's history of such a key then reads: the versions replication delivered before the
 backfill, the versions from before the rule (copied, in order), then the current version once more
 (a copy, not a REPLICA), then whatever replication delivers later. Its current version is the
-source's; the extra version is the final copy, one per fixed key. The newest entry of the key whose
-version is left to replication is recorded only after this check: a run killed before it leaves that
-version pending, so the next run checks the key again (a fix that landed unrecorded is then the
-replica's newest entry and not the backfill's last copy, so it is not made twice).
+source's; the extra version is the final copy, one per fixed key. A key's versions left to
+replication are recorded only after this check: a run killed before it leaves them pending, so the
+next run HEADs the key again and checks it again (a fix that landed unrecorded is then the replica's
+newest entry and not one of the backfill's recorded copies, so it is not made twice; it is not
+counted either). After a crash, looking for copies the manifest missed (copier.reconcile) passes
+over the replica versions replication wrote (a source version's ID, or REPLICA; a delete marker,
+which shows no status, is passed over when it does not match), and matches only the versions the
+backfill copies.
 
 Left open, documented: a version written after a cold key's first HEAD and delivered by replication
 before that key's last copy lands (a window of the key's own copy time, milliseconds for small objects) is
