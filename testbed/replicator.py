@@ -288,7 +288,8 @@ class Replicator:
         started = threading.Event()
 
         def serve() -> None:
-            asyncio.run(main())
+            with contextlib.suppress(asyncio.CancelledError):  # a handler cancelled at shutdown: nothing lost
+                asyncio.run(main())
 
         async def main() -> None:
             self._loop = asyncio.get_running_loop()
@@ -452,7 +453,7 @@ class Replicator:
             for w in (writer, up[1] if up is not None else None):
                 if w is not None:
                     w.close()
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(Exception, asyncio.CancelledError):  # stopping: close, do not wait
                         await w.wait_closed()
                     self._open.discard(w)
 
