@@ -82,7 +82,11 @@ ALTER TABLE version ADD COLUMN failed_at REAL;
 -- key is given): a resume revisits them too. The WHERE is RETRY_WHERE, word for word (SQLite uses a partial
 -- index only for a query with the same condition).
 CREATE INDEX IF NOT EXISTS version_retry ON version (shard, key, seq)
-    WHERE state = 3 AND (why LIKE 'archived%' OR why LIKE 'SSE-C%')
+    WHERE state = 3 AND (why LIKE 'archived%' OR why LIKE 'SSE-C%');
+-- Keys whose replica got a final copy of the source's current version, because live replication had
+-- delivered it before the backfill copied older versions on top (backfill/pipeline/replication.py).
+-- vid: the source version copied again, rvid: the replica version that copy made (dm 1: a delete marker).
+CREATE TABLE IF NOT EXISTS current_fix (key TEXT PRIMARY KEY, vid TEXT, rvid TEXT NOT NULL, dm INTEGER) WITHOUT ROWID;
 """,
 }
 # Skipped versions a later run retries: their reasons begin with these words (pipeline/copier.py writes them).
@@ -99,7 +103,7 @@ def _has_column(c: sqlite3.Connection, stmt: str) -> bool:
     return m is not None and m.group(2) in {r[1] for r in c.execute(f"PRAGMA table_info({m.group(1)})")}
 
 
-_MERGED = ("shard", "version", "upload")  # the tables a shard's file adds to a merged manifest
+_MERGED = ("shard", "version", "upload", "current_fix")  # the tables a shard's file adds to a merged manifest
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,7 @@ class Summary:
     shards_listed: int
     by_state: dict[str, Totals]
     delete_markers: int
+    current_fixes: int = 0  # keys that got a final copy of their current version
 
     def count(self, state: State) -> int:
         return self.by_state.get(state.name.lower(), Totals()).versions
@@ -165,6 +170,8 @@ class Summary:
             "failed": self.count(State.FAILED),
             "skipped": self.count(State.SKIPPED),
             "pending": self.count(State.PENDING),
+            "left_to_replication": self.count(State.LEFT_TO_REPLICATION),
+            "current_fixes": self.current_fixes,
             "shards": self.shards,
             "shards_listed": self.shards_listed,
         }
@@ -408,6 +415,11 @@ class Manifest:
         )
 
     @staticmethod
+    def write_fix(c: sqlite3.Connection, key: str, vid: str, rvid: str, dm: bool) -> None:
+        """The final copy of `key`'s current version (source `vid`) made replica version `rvid`."""
+        c.execute("INSERT OR REPLACE INTO current_fix VALUES (?, ?, ?, ?)", (key, vid, rvid, 1 if dm else None))
+
+    @staticmethod
     def write_upload(c: sqlite3.Connection, token: str, key: str, upload_id: str | None, started: float) -> None:
         """An upload about to begin (upload_id None), or its ID once CreateMultipartUpload answered."""
         c.execute(
@@ -463,7 +475,15 @@ class Manifest:
 
     def recorded_replica_versions(self, key: str) -> frozenset[str]:
         rows = self.conn.execute("SELECT rvid FROM version WHERE key = ? AND rvid IS NOT NULL", (key,))
-        return frozenset(r[0] for r in rows)
+        fix = self.current_fix_of(key)
+        return frozenset([*(r[0] for r in rows), *([fix] if fix else [])])
+
+    def current_fix_of(self, key: str) -> str | None:
+        """The replica version of `key`'s final current-version copy, if it got one."""
+        if not self._fixes():
+            return None
+        row = self.conn.execute("SELECT rvid FROM current_fix WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
 
     # --- reporting -----------------------------------------------------------
 
@@ -475,7 +495,13 @@ class Manifest:
         ):
             by_state[State(state).name.lower()] = Totals(n, b)
         dms = self.conn.execute("SELECT count(*) FROM version WHERE dm = 1").fetchone()[0]
-        return Summary(self.job(), shards[0], shards[1], by_state, dms)
+        fixes = self.conn.execute("SELECT count(*) FROM current_fix").fetchone()[0] if self._fixes() else 0
+        return Summary(self.job(), shards[0], shards[1], by_state, dms, fixes)
+
+    def _fixes(self) -> bool:
+        """Whether the manifest has the current_fix table (schema 3; a read-only open does not upgrade)."""
+        q = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'current_fix'"
+        return self.conn.execute(q).fetchone() is not None
 
     def archived(self) -> int:
         """Versions skipped as archived (GLACIER, DEEP_ARCHIVE, …, not restored): a later run retries them."""

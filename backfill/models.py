@@ -13,6 +13,7 @@ class State(enum.IntEnum):
     COPIED = 1
     FAILED = 2
     SKIPPED = 3  # archived, filtered at copy time, … (the row says why)
+    LEFT_TO_REPLICATION = 4  # written after the source's replication rule: S3 replicates it (PENDING/COMPLETED)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,9 @@ class Counters:
     finished_shards: set[int] = field(default_factory=set)
     pacing: Callable[[], dict[str, Any]] | None = None  # concurrency and throttling figures, for the JSON log
     status: Callable[[], str] | None = None  # a word from the run's pacing ("endpoint unreachable since …")
+    left_to_replication: int = 0  # versions live replication owns (PENDING/COMPLETED), not copied
+    current_fixes: int = 0  # keys given a final copy of their current version (replication got ahead)
+    replication_heads: int = 0  # HEADs asked for replication statuses and current versions
 
     @property
     def done(self) -> int:

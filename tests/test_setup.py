@@ -346,6 +346,7 @@ def test_documents_fix_the_tutorial_and_grant_least_privilege() -> None:
         "s3:GetObjectVersion",
         "s3:GetObjectVersionTagging",
         "s3:GetObjectVersionAcl",
+        "s3:GetReplicationConfiguration",  # copy reads whether replication owns the newer versions
     } <= set(grant["Action"])
     pattern = d.alert_event_pattern(cfg)
     assert pattern["detail"]["eventName"] == list(d.ALERT_EVENTS)

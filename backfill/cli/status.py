@@ -94,6 +94,7 @@ def status(
         "shards_listed": s.shards_listed,
         "versions": {k: {"count": t.versions, "bytes": t.bytes} for k, t in s.by_state.items()},
         "delete_markers": s.delete_markers,
+        "current_fixes": s.current_fixes,
         "problems": reasons,
         "examples": problems,
         "archived": archived,  # skipped as archived, not restored: the next run after a restore copies them
@@ -109,12 +110,14 @@ def status(
             f"shards listed: {s.shards_listed}/{s.shards}" + ("" if s.shards_listed < s.shards else " (listing done)"),
             f"versions: {total:,}, {s.delete_markers:,} of them delete markers",
         ]
-        for name in ("copied", "pending", "failed", "skipped"):
+        for name in ("copied", "pending", "failed", "skipped", "left_to_replication"):
             t = s.by_state.get(name)
             if t:
                 lines.append(f"  {name:8} {t.versions:>12,}  {human_bytes(t.bytes)}")
         if archived:
             lines.append(f"  {archived:,} still archived: restore them (RestoreObject), then run the copy again")
+        if s.current_fixes:
+            lines.append(f"  {s.current_fixes:,} keys got a final copy of their current version (live replication)")
         for reason, n in reasons.items():
             lines.append(f"  {n:,} × {reason}")
         for p in problems:

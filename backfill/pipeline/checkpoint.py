@@ -43,8 +43,16 @@ class _Upload:
     committed: anyio.Event = field(default_factory=anyio.Event)
 
 
+@dataclass(slots=True)
+class _Fix:
+    key: str
+    vid: str
+    rvid: str
+    dm: bool
+
+
 _Outcome = tuple[int, str, str, str, int]  # state, replica version id, why, key, seq
-_Message = _Listed | _Outcome | _Upload
+_Message = _Listed | _Outcome | _Upload | _Fix
 
 
 class Checkpoint:
@@ -66,6 +74,11 @@ class Checkpoint:
         if self.manifest is None:
             return
         await send(self._send, (int(state), replica_version_id, why, key, seq))
+
+    async def fixed(self, key: str, vid: str, rvid: str, *, delete_marker: bool) -> None:
+        """The final copy of `key`'s current version was made (pipeline/replication.py)."""
+        if self.manifest is not None:
+            await send(self._send, _Fix(key, vid, rvid, delete_marker))
 
     # The upload journal of s3.Copier.multipart_copy (see manifest.py).
 
@@ -137,6 +150,8 @@ class Checkpoint:
             for m in batch:
                 if isinstance(m, _Listed):
                     Manifest.write_listed(c, m.jobs, m.shard, m.marker, m.done)
+                elif isinstance(m, _Fix):
+                    Manifest.write_fix(c, m.key, m.vid, m.rvid, m.dm)
                 elif isinstance(m, _Upload):
                     if m.ended:
                         Manifest.forget_upload(c, m.token)

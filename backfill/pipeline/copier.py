@@ -19,6 +19,17 @@ from backfill.models import Item, KeyJob, State, Version
 from backfill.pipeline.checkpoint import Checkpoint
 from backfill.pipeline.evidence import Head, HeadFn, is_our_copy, may_be_ours
 from backfill.pipeline.lister import key_pages
+from backfill.pipeline.replication import (
+    BATCH_REPLICATION,
+    REPLICA,
+    Fix,
+    Owner,
+    Rule,
+    Scope,
+    fix_needed,
+    ours_on_top,
+    plan_key,
+)
 from backfill.pipeline.streams import receive_all
 from backfill.progress import Counters
 from backfill.s3 import SSE_C, SSE_C_SKIPPED_WHY, Bucket, Copier
@@ -42,6 +53,8 @@ class Workers:
     first_run_started: datetime | None
     # Awaited before each copy: a shard lease (distributed.shard) waits out a late renewal, False once lost.
     may_copy: Callable[[], Awaitable[bool]] | None = None
+    # The source's live replication into the replica (pipeline/replication.py); None: the plain copy.
+    replication: Scope | None = None
 
     def dest_key(self, key: str) -> str:
         return rebase(key, self.src_prefix, self.dst_prefix)
@@ -55,12 +68,28 @@ class Workers:
 
     async def copy_key(self, job: KeyJob) -> None:
         dkey = self.dest_key(job.key)
+        rule = self.replication.rule_for(job.key) if self.replication is not None else None
+        owners: list[Owner] = []
+        hot = look_after = False
+        if rule is not None:
+            try:
+                owners, hot, look_after = await self._whose(job)
+            except (RetryableError, ObjectError) as exc:
+                for it in job.items:
+                    if it.state is not State.COPIED:
+                        await self._record(job, it, State.FAILED, why=f"replication status unknown: {exc}")
+                return
         if job.recheck:
-            await self.reconcile(job, dkey)
+            theirs = {id(it) for n, it in enumerate(job.items) if owners and owners[n] is not Owner.BACKFILL}
+            await self.reconcile(job, dkey, replicated=rule is not None, theirs=theirs)
         failed = False
-        for it in job.items:
+        for n, it in enumerate(job.items):
             if it.state is State.COPIED:
                 continue
+            if owners and owners[n] is not Owner.BACKFILL:
+                if owners[n] is Owner.FAILED:
+                    await self._record(job, it, State.FAILED, why=BATCH_REPLICATION)
+                continue  # replication's: recorded after the key's current version is checked
             if self.stop.is_set() or (self.may_copy is not None and not await self.may_copy()):
                 return
             if failed:
@@ -102,6 +131,78 @@ class Workers:
                 if self.counters.first_copy_at is None:
                     self.counters.first_copy_at = self.counters.elapsed()
                 await self._record(job, it, State.COPIED, rvid=rvid)
+        if rule is None or self.stop.is_set():
+            return
+        if (hot or look_after) and not failed:
+            try:
+                await self._check_current(job, dkey, rule, only_if_written=not hot)
+            except (RetryableError, ObjectError):
+                return  # the versions left to replication stay pending: the next run checks the key again
+        for n, it in enumerate(job.items):
+            if owners[n] is Owner.REPLICATION and it.state is State.PENDING:
+                await self._record(job, it, State.LEFT_TO_REPLICATION)
+
+    async def _whose(self, job: KeyJob) -> tuple[list[Owner], bool, bool]:
+        """Which of the job's versions are replication's (pipeline/replication.py: one HEAD per cold key)."""
+        src, c = self.copier.source, self.counters
+        pending = [it for it in job.items if it.state is not State.COPIED]
+
+        async def head_current() -> tuple[Version | None, str | None]:
+            return await src.head_current(job.key)
+
+        async def head_version(v: Version) -> str | None:
+            return await src.replication_status(v.key, v.version_id)
+
+        plan = await plan_key([it.version for it in pending], head_current=head_current, head_version=head_version)
+        c.replication_heads += plan.heads
+        by_item = {id(it): o for it, o in zip(pending, plan.owners, strict=True)}
+        return [by_item.get(id(it), Owner.BACKFILL) for it in job.items], plan.hot, plan.look_after
+
+    async def _check_current(self, job: KeyJob, dkey: str, rule: Rule, *, only_if_written: bool = False) -> None:
+        """After a hot key's copies: make the replica's current version the source's (the final copy).
+
+        `only_if_written`: a key whose listed newest entry was a delete marker: HEAD it first; only a
+        version written since the listing (a 200) calls for the check.
+        """
+        current = None
+        if only_if_written:
+            current = await self.copier.source.head_current(job.key)
+            self.counters.replication_heads += 1
+            if current[0] is None:
+                return  # still a delete marker on top, as the copies left the replica
+        history = await self._replica_history(dkey)
+        newest = history[-1] if history else None
+        ours = job.known | {x.replica_version_id for x in job.items if x.replica_version_id}
+        if not ours_on_top(newest, ours):
+            return  # replication delivered on top of the copies: its version is the current one
+        if current is None:
+            current = await self.copier.source.head_current(job.key)
+            self.counters.replication_heads += 1
+        # S3 sets COMPLETED once the replica is written: a version still PENDING may already lie below.
+        cur = current[0]
+        delivered = cur is not None and any(
+            r.version_id not in ours and not r.is_delete_marker and _alike(cur, r) for r in history
+        )
+        fix = fix_needed(newest, ours, current, delete_markers=rule.delete_markers, delivered=delivered)
+        if fix is Fix.NONE:
+            return
+        v = current[0]
+        probe = Item(-1, v if v is not None else Version(job.key, "", 0, "", "", is_delete_marker=True))
+        landed = self._landed(job, probe, dkey)
+        if fix is Fix.DELETE_MARKER:
+            rvid = await self.copier.delete_marker(dkey, landed)
+        else:
+            assert v is not None
+            rvid = await self.copier.copy(v, dkey, landed)
+        self.counters.current_fixes += 1
+        await self.checkpoint.fixed(job.key, probe.version.version_id, rvid, delete_marker=fix is Fix.DELETE_MARKER)
+
+    async def _replica_history(self, dkey: str) -> list[Version]:
+        history: list[Version] = []  # oldest first
+        async for complete, _done in key_pages(self.copier.dest, dkey, None, dkey, first_page=1000):
+            for newest_first in complete:
+                history = newest_first[::-1]
+        return history
 
     async def _record(self, job: KeyJob, it: Item, state: State, *, rvid: str = "", why: str = "") -> None:
         it.state, it.replica_version_id, it.why = state, rvid, why
@@ -110,6 +211,8 @@ class Workers:
             c.copied += 1
             c.copied_bytes += it.version.size
             c.delete_markers += it.version.is_delete_marker
+        elif state is State.LEFT_TO_REPLICATION:
+            c.left_to_replication += 1
         elif state is State.FAILED:
             c.failed += 1
         else:
@@ -169,7 +272,15 @@ class Workers:
 
         return head
 
-    async def reconcile(self, job: KeyJob, dkey: str) -> None:
+    async def _is_replica(self, dkey: str, r: Version) -> bool:
+        if r.is_delete_marker:
+            return False  # a delete marker shows no status
+        self.counters.replication_heads += 1
+        return await self.copier.dest.replication_status(dkey, r.version_id) == REPLICA
+
+    async def reconcile(
+        self, job: KeyJob, dkey: str, *, replicated: bool = False, theirs: set[int] | None = None
+    ) -> None:
         """Versions of this key may have reached the replica before the last run died.
 
         Copies of one key happen in order, and outcomes are committed in batches,
@@ -195,13 +306,38 @@ class Workers:
                 break  # there before this job started: not ours
             tail.append(r)
         tail.reverse()
-        todo = [it for it in job.items if it.state is not State.COPIED]
-        for it, r in zip(todo, tail, strict=False):
-            if not await is_our_copy(it.version, r, self._head_source(it.version), self._head_replica(dkey, r)):
+        if replicated:  # what live replication delivered is not a copy of ours (same ID on S3, REPLICA here)
+            ids = {it.version.version_id for it in job.items}
+            tail = [r for r in tail if r.version_id not in ids and not await self._is_replica(dkey, r)]
+        # Only the versions this job copies (not those left to replication, `theirs`) can be in the tail.
+        todo = [it for it in job.items if it.state is not State.COPIED and id(it) not in (theirs or set())]
+        pairs: list[tuple[Item, Version]] = []
+        k = 0
+        for r in tail:
+            if k == len(todo):
                 break
+            v = todo[k].version
+            if await is_our_copy(v, r, self._head_source(v), self._head_replica(dkey, r)):
+                pairs.append((todo[k], r))
+                k += 1
+            elif not (replicated and r.is_delete_marker):
+                break
+            # else: a delete marker replication delivered (it shows no REPLICA status): not ours, passed over
+        for it, r in pairs:
             self.counters.recovered += 1
             await self.checkpoint.outcome(job.key, it.seq, State.COPIED, r.version_id)
             it.state, it.replica_version_id = State.COPIED, r.version_id
+
+
+def _alike(src: Version, replica: Version) -> bool:
+    """Whether a replica version may hold the source version's content, from the listing alone (kind, size,
+    and plain-MD5 ETags where both are single-part): how a version replication delivered is recognised."""
+    if src.is_delete_marker or replica.is_delete_marker:
+        return src.is_delete_marker and replica.is_delete_marker
+    if src.size != replica.size:
+        return False
+    a, b = src.etag, replica.etag
+    return "-" in a or "-" in b or a == b
 
 
 async def copy_workers(w: Workers, jobs: MemoryObjectReceiveStream[KeyJob], n: int) -> None:

@@ -256,6 +256,7 @@ async def run_pipeline(
         copier, checkpoint, counters, stopper.requested, cfg.source.url.prefix, cfg.dest.url.prefix, first_run
     )
     workers.may_copy = hooks.may_copy
+    workers.replication = sides.replication
     key_send, key_recv = anyio.create_memory_object_stream[KeyJob](cfg.concurrency * 4)
     shard_send, shard_recv = anyio.create_memory_object_stream[tuple[Shard, str | None]](len(to_list) or 1)
     for item in to_list:

@@ -20,6 +20,7 @@ from backfill.config import RunConfig
 from backfill.errors import UserError
 from backfill.pacing import AdaptiveLimiter, EndpointHealth, Pacer, RateLimiter
 from backfill.pipeline.kms import kms_preflight
+from backfill.pipeline.replication import Scope, detect
 from backfill.s3 import LIST_POOL, Bucket, Sessions, open_bucket, reserve_open_files
 
 
@@ -82,6 +83,7 @@ class Sides:
     rtt: float = 0.05  # seconds a bucket request took at preflight (the estimate's default latency)
     preflight_heads: int = 0  # HEADs the KMS preflight sent (the estimate counts them)
     health: EndpointHealth | None = None  # shared by both pacers: an unreachable endpoint pauses the run
+    replication: Scope | None = None  # the source's live replication into the replica (pipeline/replication.py)
 
     def pacing(self) -> PaceStats:
         lim = self.limiter
@@ -148,4 +150,5 @@ async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
         carry_lock = await preflight(cfg, src, dst)
         rtt = (time.monotonic() - began) / 2  # two requests: the replica's versioning, the source's Object Lock
         heads = await kms_preflight(cfg, src, sessions)
-        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, rtt, heads, health)
+        scope = await detect(src, dst.name, cfg.source.url.prefix, cfg.dest.url.prefix)
+        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, rtt, heads, health, scope)

@@ -26,8 +26,21 @@ COUNTED = (
     "failed",
     "skipped",
     "expired_retentions",
+    "left_to_replication",
+    "current_fixes",
+    "replication_heads",
 )
-JOB_KEYS = ("versions", "copied", "failed", "skipped", "pending", "shards", "shards_listed")
+JOB_KEYS = (
+    "versions",
+    "copied",
+    "failed",
+    "skipped",
+    "pending",
+    "left_to_replication",
+    "current_fixes",
+    "shards",
+    "shards_listed",
+)
 
 
 def counts(c: Counters) -> dict[str, int]:
@@ -65,6 +78,9 @@ def build(
             "failed": t.get("failed", 0),
             "skipped": t.get("skipped", 0),
             "expired_retentions": t.get("expired_retentions", 0),
+            "left_to_replication": t.get("left_to_replication", 0),
+            "current_fixes": t.get("current_fixes", 0),
+            "replication_heads": t.get("replication_heads", 0),
             "versions_per_second": round(t.get("copied", 0) / elapsed, 1) if elapsed > 0 else 0.0,
             "first_copy_seconds": round(first_copy_seconds, 3) if first_copy_seconds is not None else None,
             "retries": pacing.retries,

@@ -30,6 +30,7 @@ from backfill.models import Shard, Version
 from backfill.pacing import AdaptiveLimiter, Pacer, RateLimiter
 from backfill.pipeline.evidence import Verdict, by_heads
 from backfill.pipeline.lister import key_pages
+from backfill.pipeline.replication import BATCH_REPLICATION, REPLICA, Pairing, Scope, detect, pair_replicated
 from backfill.pipeline.shards import AUTO_TARGET, discover
 from backfill.progress import Display
 from backfill.report import Difference, ReportWriter
@@ -42,6 +43,7 @@ CATEGORIES = (
     "size_differs",
     "content_differs",
     "history_differs",
+    "current_differs",
     "unverifiable",
 )
 
@@ -85,6 +87,7 @@ class Verifier:
         self.report = report
         self.manifest = manifest
         self.counters = VerifyCounters()
+        self.replication: Scope | None = None  # the source's live replication into the replica
 
     # --- keys -----------------------------------------------------------------
 
@@ -138,10 +141,66 @@ class Verifier:
         s, d = self._select(pair.source), self._select(pair.replica)
         self.counters.keys += 1
         self.counters.versions += len(s)
-        if self.manifest is not None:
+        replicated = self.replication is not None and self.replication.rule_for(pair.key) is not None
+        if self.manifest is not None and replicated:
+            await self._compare_recorded_replicated(pair.key, s, d)
+        elif self.manifest is not None:
             await self._compare_recorded(pair.key, s, d)
+        elif replicated and [_sig(v) for v in s] != [_sig(v) for v in d]:
+            p = await self._pair_replicated(pair.key, s, d)
+            await self._compare_aligned(pair.key, p.source_rest, p.replica_rest)
         else:
             await self._compare_aligned(pair.key, s, d)
+        if s and d and not _compatible(s[-1], d[-1]):
+            what = "a delete marker" if d[-1].is_delete_marker else f"{d[-1].size} bytes, ETag {d[-1].etag}"
+            self._diff("current_differs", pair.key, s[-1], d[-1], f"the replica's current version is {what}")
+
+    async def _is_replica(self, key: str, r: Version) -> bool:
+        """Whether replication wrote this replica version (its REPLICA status; a delete marker shows none)."""
+        if r.is_delete_marker:
+            return False
+        try:
+            h = await self.dst.head(self.dest_key(key), r.version_id)
+        except ObjectError:
+            return False
+        return h.get("ReplicationStatus") == REPLICA
+
+    async def _pair_replicated(
+        self, key: str, s: list[Version], d: list[Version], *, recorded_fix: str | None = None
+    ) -> Pairing:
+        """Take out what replication delivered (same ID or REPLICA) and the final copy, comparing those pairs."""
+        ids = {v.version_id for v in s}
+        flags = {r.version_id: await self._is_replica(key, r) for r in d if r.version_id not in ids}
+        p = pair_replicated(s, d, lambda r: flags.get(r.version_id, False), recorded_fix=recorded_fix)
+        for a, b in p.replicated:
+            await self._compare_pair(key, a, b)
+        if p.fix is not None:
+            self.counters.by["current-version copy"] += 1
+        return p
+
+    async def _compare_recorded_replicated(self, key: str, s: list[Version], d: list[Version]) -> None:
+        """With a manifest, beside live replication: the backfill's copies by the manifest, the rest as replicated."""
+        assert self.manifest is not None
+        rows = self.manifest.versions_of(key)
+        fix = self.manifest.current_fix_of(key)
+        theirs_states = {None, "left_to_replication"}
+        s_theirs = [
+            v
+            for v in s
+            if rows.get(v.version_id, (None, "", ""))[0] in theirs_states or rows[v.version_id][2] == BATCH_REPLICATION
+        ]
+        s_ours = [v for v in s if v not in s_theirs]
+        ours = {rows[v.version_id][1] for v in s_ours if rows[v.version_id][1]}
+        d_ours = [r for r in d if r.version_id in ours]
+        d_theirs = [r for r in d if r.version_id not in ours and r.version_id != fix]
+        if fix is not None and any(r.version_id == fix for r in d):
+            self.counters.by["current-version copy"] += 1
+        await self._compare_recorded(key, s_ours, d_ours)
+        p = await self._pair_replicated(key, s_theirs, d_theirs, recorded_fix="")
+        for v in p.source_rest:
+            self._absent(key, v, extra=False, why="written after the replication rule: not (yet) in the replica")
+        for r in p.replica_rest:
+            self._absent(key, r, extra=True, why="in the replica: neither a copy of the backfill nor a REPLICA")
 
     def _diff(self, category: str, key: str, s: Version | None, d: Version | None, detail: str) -> None:
         self.counters.differences[category] += 1
@@ -274,6 +333,10 @@ class Verifier:
                 await self.compare(pair)
 
 
+def _sig(v: Version) -> tuple[bool, int, str]:
+    return (v.is_delete_marker, v.size, v.etag)
+
+
 def _compatible(s: Version, d: Version) -> bool:
     if s.is_delete_marker or d.is_delete_marker:
         return s.is_delete_marker == d.is_delete_marker
@@ -325,6 +388,7 @@ async def run_verify(cfg: VerifyConfig, *, log: Any = None) -> VerifyResult:
         ):
             with ReportWriter(cfg.report) as report:
                 v = Verifier(cfg, src, dst, report, manifest)
+                v.replication = await detect(src, dst.name, cfg.source.url.prefix, cfg.dest.url.prefix, out=log)
                 shards = await discover(src, cfg.source.url.prefix, cfg.shards or AUTO_TARGET)
                 send, recv = anyio.create_memory_object_stream[KeyPair](cfg.concurrency * 4)
                 shard_send, shard_recv = anyio.create_memory_object_stream[Shard](len(shards))

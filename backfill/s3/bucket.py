@@ -24,6 +24,7 @@ from backfill.errors import (
     clock_skew,
     credentials_expired,
 )
+from backfill.models import Version
 from backfill.pacing import Pacer, RetryPolicy
 from backfill.s3.listing import ENTRIES, VersionPage
 from backfill.s3.sse_c import SSE_C, CustomerKey
@@ -259,3 +260,54 @@ class Bucket:
             f"GetObjectTagging {self.url(key)}", "get_object_tagging", Bucket=self.name, Key=key, VersionId=version_id
         )
         return urllib.parse.urlencode([(t["Key"], t["Value"]) for t in r.get("TagSet", [])])
+
+    # --- live replication (pipeline/replication.py) -------------------------
+
+    async def replication(self) -> dict[str, Any] | None:
+        """GetBucketReplication: the bucket's replication configuration, None when it has none.
+
+        AccessDenied propagates (the caller decides); a server without replication answers None.
+        """
+        try:
+            r = await self.call(f"GetBucketReplication s3://{self.name}", "get_bucket_replication", Bucket=self.name)
+        except ObjectError as exc:
+            if exc.code in ("ReplicationConfigurationNotFoundError", "NotImplemented", "404", "MethodNotAllowed"):
+                return None
+            raise
+        config: dict[str, Any] = r.get("ReplicationConfiguration") or {}
+        return config or None
+
+    async def head_current(self, key: str) -> tuple[Version | None, str | None]:
+        """HEAD of the key's current version: (that version, its x-amz-replication-status).
+
+        (None, None) when the current version is a delete marker (S3 answers 404 with
+        x-amz-delete-marker) or the key has gone.
+        """
+        try:
+            r = await self.call(f"HeadObject {self.url(key)}", "head_object", Bucket=self.name, Key=key)
+        except ObjectError as exc:
+            if exc.code in ("404", "NoSuchKey", "405", "MethodNotAllowed"):
+                return None, None
+            raise
+        modified = r.get("LastModified")
+        v = Version(
+            key,
+            str(r.get("VersionId") or "null"),
+            int(r.get("ContentLength", 0)),
+            str(r.get("ETag", "")).strip('"'),
+            modified.isoformat() if modified is not None else "",
+            storage_class=str(r.get("StorageClass", "") or ""),
+        )
+        status = r.get("ReplicationStatus")
+        return v, str(status) if status else None
+
+    async def replication_status(self, key: str, version_id: str) -> str | None:
+        """x-amz-replication-status of one version (None: none, or the version has gone)."""
+        try:
+            r = await self.head(key, version_id)
+        except ObjectError as exc:
+            if exc.code in ("404", "NoSuchKey", "NoSuchVersion", "405", "MethodNotAllowed"):
+                return None
+            raise
+        status = r.get("ReplicationStatus")
+        return str(status) if status else None

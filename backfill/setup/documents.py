@@ -48,11 +48,14 @@ REPLICA_WRITE_ACTIONS = [
 # HeadBucket and ListObjectsV2 (ListBucket), ListObjectVersions, the Object Lock
 # check, and per version HeadObject/GetObject/CopyObject/UploadPartCopy
 # (GetObjectVersion), GetObjectTagging (GetObjectVersionTagging), the version's
-# ACL, and its retention and legal hold (carried to the replica under Object Lock).
+# ACL, and its retention and legal hold (carried to the replica under Object Lock);
+# GetBucketReplication (GetReplicationConfiguration): whether replication already
+# owns the versions written after its rule (pipeline/replication.py).
 BACKFILL_READ_ACTIONS = [
     "s3:ListBucket",
     "s3:ListBucketVersions",
     "s3:GetBucketObjectLockConfiguration",
+    "s3:GetReplicationConfiguration",
     "s3:GetObjectVersion",
     "s3:GetObjectVersionTagging",
     "s3:GetObjectVersionAcl",

@@ -244,7 +244,10 @@ def backfill_steps(cfg: SetupConfig, out: str) -> list[Step]:
             "Copy every existing version and delete marker into the replica",
             rep,
             [copy],
-            ["run by the replica account; rerun the same command to resume"],
+            [
+                "run by the replica account, right after step 9; rerun the same command to resume",
+                "versions written after the rule are left to replication; see the README on replication",
+            ],
         ),
         Step(
             "revoke-backfill",
@@ -394,7 +397,12 @@ def render_plan(cfg: SetupConfig, out: str) -> str:
     for step in steps:
         n += 1
         lines += _step_lines(n, step)
-    lines += ["", "Existing objects: replication copies new writes only, so backfill the others once:", ""]
+    lines += [
+        "",
+        "Existing objects: replication copies new writes only, so backfill the others once, right after step 9",
+        "(the copy leaves the versions written since the rule to replication, and keeps each key's current version):",
+        "",
+    ]
     for step in backfill_steps(cfg, out):
         n += 1
         lines += _step_lines(n, step)
