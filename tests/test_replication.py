@@ -42,6 +42,7 @@ import anyio
 import pytest
 
 from backfill.models import Version
+from backfill.pipeline.kms import SAMPLE as KMS_SAMPLE
 from backfill.pipeline.replication import PENDING, Fix, fix_needed, pair_replicated, plan_key, scope_from
 from testbed.replicator import COMPLETED, FAILED, Replicator, replicator_for
 from testbed.store import Entry, Store, copied_versions, start_cli
@@ -284,7 +285,8 @@ def test_a_cold_key_costs_one_head_and_keys_outside_the_rule_none(
     histories = [h for k, h in seaweed.history(src).items() if k in inside and any(not e[0] for e in h)]
     # One HEAD per key; two for a key whose newest entry is a delete marker (it has no status to read).
     bound = sum(2 if h[-1][0] else 1 for h in histories)
-    assert 0 < used["HeadObject:source"] <= bound
+    # Besides, once per run, the KMS preflight HEADs a sample of the first versions (pipeline/kms.py).
+    assert 0 < used["HeadObject:source"] <= bound + KMS_SAMPLE
     assert used["HeadObject:replica"] == 0
     assert used["GetBucketReplication:source"] == 1
     _assert_outcome(seaweed, src, dst, repl, manifest)
@@ -303,7 +305,7 @@ def test_without_replication_no_extra_requests(
     r = via.run(*_copy_args(src, dst, manifest, "--json"))
     assert r.code == 0, r.stderr
     used = Counter(repl.stats) - before
-    assert used["HeadObject"] == 0
+    assert used["HeadObject"] <= KMS_SAMPLE  # the KMS preflight's sample (pipeline/kms.py), nothing for replication
     assert used["GetBucketReplication"] == 1
     assert used["CopyObject:replica"] + used["DeleteObject:replica"] == versions
     job = json.loads(r.stdout)["job"]
