@@ -31,7 +31,7 @@ What AWS does, and this proxy shows (for the objects of `buckets`):
   not granted in the key policy, or the AWS-managed aws/s3 key): GetObject and copies out of these buckets
   are refused with S3's AccessDenied carrying KMS's message; HEAD is not (it decrypts nothing).
 
-Not emulated: KMS itself (keys, policies: see TESTBED-facts-issue14.md for moto's KMS), ListParts' part
+Not emulated: KMS itself (keys, policies: see docs/testbed-facts.md for moto's KMS), ListParts' part
 ETags, virtual-host addressing.
 """
 

@@ -2,7 +2,7 @@
 
 Each test names the AWS behaviour it stands for; the emulations (testbed/kms_etags.py,
 testbed/requester_pays.py) cite the documentation they follow, and tests/test_emulations.py checks them.
-Facts about what SeaweedFS 4.48 and moto 5.2.5 implement: TESTBED-facts-issue14.md.
+Facts about what SeaweedFS 4.48 and moto 5.2.5 implement: docs/testbed-facts.md.
 """
 
 from __future__ import annotations

@@ -160,7 +160,7 @@ def test_multipart_objects_on_seaweedfs_are_settled_by_content_not_misreported(
     _multipart(seaweed, src, "big/object")
     _backfill(seaweed, src, dst, manifest, "--multipart-threshold", "5MiB")
     # The same bytes in another part layout (a copy asking for a checksum reproduces the source's layout and,
-    # on SeaweedFS too, its ETag: TESTBED-facts-issue14.md), as a copy with --part-size makes of a source
+    # on SeaweedFS too, its ETag: docs/testbed-facts.md), as a copy with --part-size makes of a source
     # whose layout cannot be reproduced.
     c = seaweed.client
     data = c.get_object(Bucket=src, Key="big/object")["Body"].read()
