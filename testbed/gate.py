@@ -43,6 +43,7 @@ from collections.abc import Callable, Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from types import TracebackType
+from typing import Self
 from urllib.parse import urlsplit
 
 from backfill.seaweed import Tls
@@ -219,7 +220,35 @@ class _Server(socketserver.ThreadingTCPServer):
     gate: Gate
 
 
-class Gate:
+class _Served:
+    """A socketserver on a thread of its own, with request counts: what Gate and ConnectProxy share."""
+
+    def __init__(self, server: socketserver.TCPServer) -> None:
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._lock = threading.Lock()
+        self._stats: Counter[str] = Counter()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._stats)
+
+    def count(self, name: str) -> None:
+        with self._lock:
+            self._stats[name] += 1
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+class Gate(_Served):
     def __init__(
         self, upstream: str, *, rule: Rule | None = None, tls: Tls | None = None, timeout: float = 600
     ) -> None:
@@ -233,11 +262,9 @@ class Gate:
         if tls is not None:
             self.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self.tls_context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.gate = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._lock = threading.Lock()
-        self._stats: Counter[str] = Counter()
+        server = _Server(("127.0.0.1", 0), _Handler)
+        server.gate = self
+        super().__init__(server)
 
     @property
     def port(self) -> int:
@@ -248,24 +275,6 @@ class Gate:
         if self.tls_context is not None:
             return f"https://localhost:{self.port}"
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._stats)
-
-    def count(self, name: str) -> None:
-        with self._lock:
-            self._stats[name] += 1
-
-    def __enter__(self) -> Gate:
-        self._thread.start()
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
 
 class _TunnelHandler(socketserver.BaseRequestHandler):
@@ -319,36 +328,16 @@ class _TunnelServer(socketserver.ThreadingTCPServer):
     proxy: ConnectProxy
 
 
-class ConnectProxy:
+class ConnectProxy(_Served):
     """An HTTP proxy that only tunnels (CONNECT host:port), as HTTPS_PROXY points clients at one;
     `stats` counts the tunnels, `targets` holds the host:port each one went to."""
 
     def __init__(self) -> None:
-        self._server = _TunnelServer(("127.0.0.1", 0), _TunnelHandler)
-        self._server.proxy = self
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._lock = threading.Lock()
-        self._stats: Counter[str] = Counter()
+        server = _TunnelServer(("127.0.0.1", 0), _TunnelHandler)
+        server.proxy = self
+        super().__init__(server)
         self.targets: set[str] = set()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def stats(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._stats)
-
-    def count(self, name: str) -> None:
-        with self._lock:
-            self._stats[name] += 1
-
-    def __enter__(self) -> ConnectProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)

@@ -112,7 +112,12 @@ class Run:
 
 def start_cli(store: Store, *args: str) -> subprocess.Popen[str]:
     """The CLI started in a subprocess (to signal or kill), as run_cli runs it; stdout and stderr piped."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | store.env
+    return start_cli_with(store.env, *args)
+
+
+def start_cli_with(env_: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    """start_cli with an environment of its own (no AWS_* from the outside), e.g. a credential_process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env_
     return subprocess.Popen(
         [sys.executable, "-m", "backfill", *args],
         env=env,

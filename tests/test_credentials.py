@@ -23,11 +23,9 @@ static keys only, and refuses session tokens it did not issue.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,7 +39,7 @@ from testbed import credentials
 from testbed.gate import Gate, expired_credentials, skewed_clock
 from testbed.outage import wait_until
 from testbed.seeds import seed_many
-from testbed.store import Run, Store, assert_exact_replica, copied_versions, run_cli
+from testbed.store import Run, Store, assert_exact_replica, copied_versions, run_cli, start_cli_with
 from testbed.tls import HTTP_PATHS, plain_store
 
 PROFILE = "night"
@@ -67,15 +65,7 @@ class Night:
         return run_cli(*args, env=self.env, timeout=300)
 
     def start(self, *args: str) -> subprocess.Popen[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | self.env
-        return subprocess.Popen(
-            [sys.executable, "-m", "backfill", *args],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        return start_cli_with(self.env, *args)
 
     def revoke_all(self) -> None:
         self.revoked.update(credentials.issued(self.state))
