@@ -125,7 +125,7 @@ def manifest_error(exc: BaseException, path: str) -> UserError | None:
     if err is None:
         return None
     code = (getattr(err, "sqlite_errorcode", 0) or 0) & 0xFF  # the primary code of an extended one
-    text = str(err)
+    text = " ".join(str(err).split())  # SQLite's integrity reports span lines; the user gets one
     if code == sqlite3.SQLITE_FULL or "disk is full" in text:
         return UserError(
             f"the manifest's disk is full ({path}): free space or pass --manifest on another disk; rerun to resume"
