@@ -88,6 +88,18 @@ _WRITES = frozenset({"PutObject", "CopyObject", "CompleteMultipartUpload", "Dele
 _Upstream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One client request as the emulator relays it: its S3 operation, where it goes, and its bytes."""
+
+    op: str
+    bucket: str
+    key: str
+    query: dict[str, list[str]]
+    method: str
+    request: bytes
+
+
 @dataclass(slots=True)
 class Rule:
     prefix: str = ""
@@ -439,7 +451,7 @@ class Replicator:
                     while self._replicating[key]:  # noqa: ASYNC110 - set by the replication thread; REPLICA from the start
                         await asyncio.sleep(0.005)
                 try:
-                    up = await self._forward(up, op, bucket, key, query, method, head + body, writer)
+                    up = await self._forward(up, _Call(op, bucket, key, query, method, head + body), writer)
                 finally:
                     if writing:
                         self._writing[key] -= 1
@@ -462,46 +474,26 @@ class Replicator:
             while self._writing[key]:
                 await self._written_cond.wait()
 
-    async def _forward(
-        self,
-        up: _Upstream | None,
-        op: str,
-        bucket: str,
-        key: str,
-        query: dict[str, list[str]],
-        method: str,
-        request: bytes,
-        writer: asyncio.StreamWriter,
-    ) -> _Upstream | None:
+    async def _forward(self, up: _Upstream | None, call: _Call, writer: asyncio.StreamWriter) -> _Upstream | None:
         """Relay one request upstream and its answer back; returns the upstream connection (None: closed)."""
         if up is None:
             up = await asyncio.open_connection(self.upstream.hostname, self.upstream.port)
             self._open.add(up[1])
         try:
-            return await self._exchange(up, op, bucket, key, query, method, request, writer)
+            return await self._exchange(up, call, writer)
         except BaseException:
             up[1].close()
             raise
 
-    async def _exchange(
-        self,
-        up: _Upstream,
-        op: str,
-        bucket: str,
-        key: str,
-        query: dict[str, list[str]],
-        method: str,
-        request: bytes,
-        writer: asyncio.StreamWriter,
-    ) -> _Upstream | None:
-        up[1].write(request)
+    async def _exchange(self, up: _Upstream, call: _Call, writer: asyncio.StreamWriter) -> _Upstream | None:
+        up[1].write(call.request)
         await up[1].drain()
         rhead = await _read_head(up[0])
         if rhead is None:
             raise ConnectionError("the upstream closed the connection")
         status, rheaders = _parse_response(rhead)
-        rbody = await _read_body(up[0], rhead, request=False, method=method, status=status)
-        rhead = self._after(op, bucket, key, query, status, rheaders, rhead)
+        rbody = await _read_body(up[0], rhead, request=False, method=call.method, status=status)
+        rhead = self._after(call, status, rheaders, rhead)
         writer.write(rhead + rbody)
         await writer.drain()
         if rheaders.get("connection", "").lower() == "close":
@@ -509,19 +501,11 @@ class Replicator:
             return None
         return up
 
-    def _after(
-        self,
-        op: str,
-        bucket: str,
-        key: str,
-        query: dict[str, list[str]],
-        status: int,
-        headers: dict[str, str],
-        head: bytes,
-    ) -> bytes:
+    def _after(self, call: _Call, status: int, headers: dict[str, str], head: bytes) -> bytes:
         """Note the source's new versions; add x-amz-replication-status to HEAD/GET answers."""
         if not 200 <= status < 300:
             return head
+        op, bucket, key, query = call.op, call.bucket, call.key, call.query
         vid = headers.get("x-amz-version-id", "")
         if bucket == self.source:
             if op in ("PutObject", "CopyObject", "CompleteMultipartUpload"):

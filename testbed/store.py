@@ -102,6 +102,11 @@ class Store:
     def run(self, *args: str, env: dict[str, str] | None = None, timeout: float = 240) -> Run:
         return run_cli(*args, env={**self.env, **(env or {})}, timeout=timeout)
 
+    def copy_via(self, endpoint_url: str, src: str, dst: str, manifest: str, *args: str) -> Run:
+        """`backfill copy --json` of src into dst through a proxy (or gate) at `endpoint_url`, with `args` added."""
+        cmd = ("copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--json", *args)
+        return self.run(*cmd, env={"AWS_ENDPOINT_URL": endpoint_url})
+
 
 @dataclass
 class Run:

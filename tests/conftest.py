@@ -34,6 +34,15 @@ def store(request: pytest.FixtureRequest) -> Store:
 
 
 @pytest.fixture
+def pair(seaweed: Store) -> Iterator[tuple[str, str]]:
+    """A fresh bucket pair, dropped after the test: the session's SeaweedFS has room for ~75 buckets with data."""
+    src, dst = seaweed.buckets()
+    yield src, dst
+    for b in (src, dst):
+        seaweed.client.delete_bucket(Bucket=b)  # SeaweedFS drops a bucket with its contents (and its volumes)
+
+
+@pytest.fixture
 def manifest(tmp_path: Path) -> str:
     return str(tmp_path / "job.db")
 

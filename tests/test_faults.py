@@ -36,19 +36,7 @@ def test_copy_completes_through_injected_faults(seaweed: Store, manifest: str, h
     counts = seed_histories(seaweed, src, 1000 if http == "lean" else 400, seed=3)
     total = counts["versions"] + counts["delete_markers"]
     with ThreadedProxy(seaweed.endpoint, faults=MIX, seed=11) as proxy:
-        r = seaweed.run(
-            "copy",
-            f"s3://{src}",
-            f"s3://{dst}",
-            "--manifest",
-            manifest,
-            "--json",
-            "--read-timeout",
-            "2",
-            "--http",
-            http,
-            env={"AWS_ENDPOINT_URL": proxy.endpoint_url},
-        )
+        r = seaweed.copy_via(proxy.endpoint_url, src, dst, manifest, "--read-timeout", "2", "--http", http)
         stats = proxy.stats
     assert r.code == 0, r.stderr
     assert "Traceback" not in r.stderr

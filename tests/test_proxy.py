@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,15 +20,6 @@ from testbed.faults import Decider, Fault, operation
 from testbed.framing import CHUNKED, UNTIL_CLOSE, Reader
 from testbed.proxy import ThreadedProxy
 from testbed.store import Store
-
-
-@pytest.fixture
-def pair(seaweed: Store) -> Iterator[tuple[str, str]]:
-    """A fresh bucket pair, dropped after the test: the session's SeaweedFS has room for ~75 buckets with data."""
-    src, dst = seaweed.buckets()
-    yield src, dst
-    for b in (src, dst):
-        seaweed.client.delete_bucket(Bucket=b)  # SeaweedFS drops a bucket with its contents (and its volumes)
 
 
 def _client(store: Store, endpoint: str, **config: Any) -> Any:

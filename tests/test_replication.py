@@ -51,11 +51,6 @@ LEFT = 4  # the manifest's state for a version left to replication
 
 
 @pytest.fixture
-def pair(seaweed: Store) -> tuple[str, str]:
-    return seaweed.buckets()
-
-
-@pytest.fixture
 def repl(seaweed: Store, pair: tuple[str, str]) -> Iterator[Replicator]:
     with replicator_for(seaweed, *pair, lag=0.05) as r:
         yield r

@@ -18,11 +18,6 @@ from testbed.store import Store
 
 
 @pytest.fixture
-def pair(seaweed: Store) -> tuple[str, str]:
-    return seaweed.buckets()
-
-
-@pytest.fixture
 def repl(seaweed: Store, pair: tuple[str, str]) -> Iterator[Replicator]:
     with replicator_for(seaweed, *pair, lag=0.0) as r:
         yield r

@@ -97,19 +97,7 @@ def test_injected_faults_over_tls(tls_bed: TlsBed, manifest: str, http: str) -> 
         ThreadedProxy(tls_bed.plain.endpoint, faults=faults, seed=4) as proxy,
         Gate(proxy.endpoint_url, tls=tls_bed.ca.server) as gate,
     ):
-        r = s.run(
-            "copy",
-            f"s3://{src}",
-            f"s3://{dst}",
-            "--manifest",
-            manifest,
-            "--json",
-            "--read-timeout",
-            "2",
-            "--http",
-            http,
-            env={"AWS_ENDPOINT_URL": gate.endpoint_url},
-        )
+        r = s.copy_via(gate.endpoint_url, src, dst, manifest, "--read-timeout", "2", "--http", http)
         stats = proxy.stats
     assert r.code == 0, r.stderr
     assert "Traceback" not in r.stderr
