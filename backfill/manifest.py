@@ -455,7 +455,8 @@ class Manifest:
             if job is None or job.key != key:
                 if job is not None:
                     yield job
-                job = KeyJob(shard, key, [], recheck=True, known=self.recorded_replica_versions(key))
+                known, top = self.recorded_of(key)
+                job = KeyJob(shard, key, [], recheck=True, known=known, top=top)
             v = Version(key, vid, size, etag or "", "", bool(dm), sc or "")
             job.items.append(Item(seq, v))
         if job is not None:
@@ -473,10 +474,22 @@ class Manifest:
         rows = self.conn.execute("SELECT vid, state, rvid, why FROM version WHERE key = ?", (key,))
         return {vid: (State(st).name.lower(), rvid or "", why or "") for vid, st, rvid, why in rows}
 
-    def recorded_replica_versions(self, key: str) -> frozenset[str]:
-        rows = self.conn.execute("SELECT rvid FROM version WHERE key = ? AND rvid IS NOT NULL", (key,))
+    def recorded_of(self, key: str) -> tuple[frozenset[str], Item | None]:
+        """The replica version IDs recorded for `key` (its copies and its final copy), and its newest copied
+        version (with its replica version ID) when nothing newer was left to replication: what the replica's
+        current version must stay when a later run copies an older version of the key (pipeline/copier.py)."""
+        rows = self.conn.execute(
+            "SELECT seq, vid, size, etag, dm, sc, rvid, state FROM version "
+            "WHERE key = ? AND (rvid IS NOT NULL OR state = ?) ORDER BY seq",
+            (key, int(State.LEFT_TO_REPLICATION)),
+        ).fetchall()
         fix = self.current_fix_of(key)
-        return frozenset([*(r[0] for r in rows), *([fix] if fix else [])])
+        known = frozenset([*(r[6] for r in rows if r[6]), *([fix] if fix else [])])
+        top = None
+        if rows and rows[-1][7] == int(State.COPIED) and rows[-1][6]:
+            seq, vid, size, etag, dm, sc, rvid, _ = rows[-1]
+            top = Item(seq, Version(key, vid, size, etag or "", "", bool(dm), sc or ""), State.COPIED, rvid)
+        return known, top
 
     def current_fix_of(self, key: str) -> str | None:
         """The replica version of `key`'s final current-version copy, if it got one."""

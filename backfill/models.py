@@ -69,3 +69,6 @@ class KeyJob:
     items: list[Item]
     recheck: bool = False
     known: frozenset[str] = frozenset()  # replica version IDs the manifest has for this key
+    # The key's newest version copied by an earlier run (not in `items`), with its replica version ID: a
+    # version of `items` older than it, copied now, lands above it (pipeline/copier.py, the late copy).
+    top: Item | None = None

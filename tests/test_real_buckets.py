@@ -318,6 +318,88 @@ def test_archived_versions_are_retried_by_a_later_run_and_counted_in_status(moto
     assert set(moto.history(dst)) == {"cold", "warm"}
 
 
+ARCHIVED_WHY = "archived (GLACIER), not restored: restore it, then run again"
+
+
+def _late_copy(moto: Store, manifest: str) -> tuple[str, str, list[str]]:
+    """A key whose old version was archived when the first run copied its newer one, restored, then copied
+    by a second run: above the newer one. The replica's history of the key, as source version sizes."""
+    src, dst = moto.buckets()
+    c = moto.client
+    cold = c.put_object(Bucket=src, Key="k", Body=b"old", StorageClass="GLACIER")["VersionId"]
+    c.put_object(Bucket=src, Key="k", Body=b"newest")
+    args = ["copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--json"]
+    r = moto.run(*args)
+    assert r.code == 0 and json.loads(r.stdout)["job"]["skipped"] == 1, r.stdout + r.stderr
+    _restore_version(src, "k", cold)
+    r = moto.run(*args)
+    assert r.code == 0, r.stderr
+    this_run = json.loads(r.stdout)["this_run"]
+    assert (this_run["copied"], this_run["current_fixes"]) == (1, 1), this_run
+    return src, dst, args
+
+
+def _restore_version(bucket: str, key: str, version_id: str) -> None:
+    """RestoreObject of one version, as S3 does it (`versionId`: "the version of the object to restore");
+    moto 5.2 restores the key's current version whatever the VersionId, so the test restores the archived
+    version in moto's backend (the server runs in this process)."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    version = s3_backends[DEFAULT_ACCOUNT_ID]["global"].get_object(bucket, key, version_id=version_id)
+    assert version is not None
+    version.restore(1)
+
+
+def _sizes(moto: Store, bucket: str) -> list[int]:
+    return [size for _dm, size, _etag, _vid in moto.history(bucket)["k"]]
+
+
+def test_a_version_copied_late_is_followed_by_a_final_copy_of_the_newest(moto: Store, manifest: str) -> None:
+    """A version copied by a later run (restored from GLACIER here; SSE-C given its key alike) lands above its
+    key's newer versions: the key gets one final copy of its newest version, so that the replica's current
+    version is the source's. verify then finds the late version out of order (history_differs, expected)
+    and nothing else. The late copy's outcome is recorded in one transaction with its fix: a crash before
+    that transaction leaves the late copy unrecorded, and the next run finds it in the replica (not copied
+    twice), then finds the fix if it had landed (not made twice), or makes it."""
+    src, dst, args = _late_copy(moto, manifest)
+    assert _sizes(moto, dst) == [6, 3, 6]
+    v = _verify(moto, src, dst, "--manifest", manifest)
+    diffs = v["differences"]
+    assert isinstance(diffs, dict) and {k: n for k, n in diffs.items() if n} == {"history_differs": 1}, v
+    s = json.loads(moto.run("status", "--manifest", manifest, "--json").stdout)
+    assert s["current_fixes"] == 1, s
+
+    def crash_before_the_record() -> None:
+        with sqlite3.connect(manifest) as db:
+            db.execute(
+                "UPDATE version SET state = 3, rvid = NULL, why = ? WHERE key = 'k' AND seq = 0", (ARCHIVED_WHY,)
+            )
+            db.execute("DELETE FROM current_fix")
+            db.execute("UPDATE job SET value = '1' WHERE name = 'clean'")  # nothing in flight: no settling
+
+    crash_before_the_record()  # the fix had landed
+    r = moto.run(*args)
+    assert r.code == 0, r.stderr
+    this_run = json.loads(r.stdout)["this_run"]
+    assert (this_run["copied"], this_run["recovered_after_crash"], this_run["current_fixes"]) == (0, 1, 1), this_run
+    assert _sizes(moto, dst) == [6, 3, 6]
+
+    crash_before_the_record()  # the fix had not been made
+    fix = moto.history(dst)["k"][-1][3]
+    moto.client.delete_object(Bucket=dst, Key="k", VersionId=fix)
+    r = moto.run(*args)
+    assert r.code == 0, r.stderr
+    this_run = json.loads(r.stdout)["this_run"]
+    assert (this_run["copied"], this_run["recovered_after_crash"], this_run["current_fixes"]) == (0, 1, 1), this_run
+    assert _sizes(moto, dst) == [6, 3, 6]
+    v = _verify(moto, src, dst, "--manifest", manifest)
+    diffs = v["differences"]
+    assert isinstance(diffs, dict) and {k: n for k, n in diffs.items() if n} == {"history_differs": 1}, v
+    again = json.loads(moto.run(*args).stdout)["this_run"]  # settled: nothing more to do
+    assert (again["copied"], again["current_fixes"]) == (0, 0), again
+
+
 # --- checksums -------------------------------------------------------------------------------------------
 
 
@@ -366,12 +448,6 @@ def _ssec_key(tmp_path: Path, name: str) -> tuple[Path, bytes]:
     return path, key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known defect: a version copied by a later run (given the SSE-C key, or restored) lands on top of its "
-    "key's later versions, so the replica's current version is then an old one; verify reports it as "
-    "current_differs. The fix (a final copy of the current version, as live replication's) is not built yet.",
-)
 def test_sse_c_versions_skipped_without_the_key_and_copied_with_it(
     seaweed: Store, manifest: str, tmp_path: Path
 ) -> None:
@@ -397,14 +473,18 @@ def test_sse_c_versions_skipped_without_the_key_and_copied_with_it(
     r2 = seaweed.run(*args, "--source-sse-c-key", str(path), "--dest-sse-c-key", str(dpath))
     assert r2.code == 0, r2.stderr
     assert json.loads(r2.stdout)["this_run"]["copied"] == 1, r2.stdout
+    # The late copy landed above the key's newer version: the key gets one final copy of that newest version,
+    # so the replica's current version stays the source's (README, SSE-C).
+    assert json.loads(r2.stdout)["job"]["current_fixes"] == 1, r2.stdout
     versions = seaweed.history(dst)["mixed"]
-    assert len(versions) == 2
+    assert [v[1] for v in versions] == [len(b"later, plain"), len(b"secret"), len(b"later, plain")], versions
     encrypted = next(v for v in versions if v[1] == len(b"secret"))
     got = c.get_object(
         Bucket=dst, Key="mixed", VersionId=encrypted[3], SSECustomerAlgorithm="AES256", SSECustomerKey=dkey
     )
     assert got["Body"].read() == b"secret"
-    # verify reads both sides with their keys; the version copied late sits after its successor (README).
+    # verify reads both sides with their keys; the version copied late sits after its successor (README): the
+    # history differs there, the current version does not, and the final copy is recognised by the manifest.
     v = _verify(
         seaweed, src, dst, "--manifest", manifest, "--source-sse-c-key", str(path), "--dest-sse-c-key", str(dpath)
     )
@@ -436,3 +516,35 @@ def test_a_source_key_the_copying_principal_may_not_use_is_named_before_the_run(
     assert len(errors) == 1, r.stderr
     assert "kms:Decrypt" in errors[0] and KEY_ARN in errors[0] and "aws/s3" in errors[0], errors[0]
     assert seaweed.history(dst) == {}
+
+
+def test_copies_are_encrypted_under_the_sse_kms_key_given(moto: Store, manifest: str) -> None:
+    """--sse-kms-key-id KEY: every copy (versions of several keys, a multipart one too) is written with
+    SSE-KMS under that key, as HEAD of each replica version shows (moto implements KMS keys and keeps the
+    key of an SSE-KMS object)."""
+    import boto3
+
+    kms = boto3.client(
+        "kms",
+        endpoint_url=moto.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    key = kms.create_key(Description="replica")["KeyMetadata"]["Arn"]
+    src, dst = moto.buckets()
+    c = moto.client
+    for n in range(2):
+        c.put_object(Bucket=src, Key="a", Body=f"a{n}".encode())
+    c.put_object(Bucket=src, Key="big", Body=b"B" * (6 * MiB))
+    args = ["copy", f"s3://{src}", f"s3://{dst}", "--manifest", manifest, "--sse-kms-key-id", key]
+    r = moto.run(*args, "--multipart-threshold", "5MiB", "--part-size", "5MiB")
+    assert r.code == 0, r.stderr
+    history = moto.history(dst)
+    assert [len(history["a"]), len(history["big"])] == [2, 1]
+    assert history["big"][0][2].strip('"').endswith("-2")  # really a multipart copy
+    for k, versions in history.items():
+        for _dm, _size, _etag, vid in versions:
+            head = c.head_object(Bucket=dst, Key=k, VersionId=vid)
+            assert head["ServerSideEncryption"] == "aws:kms", (k, head)
+            assert head["SSEKMSKeyId"] == key, (k, head)

@@ -6,9 +6,10 @@ IAM, S3, SNS and EventBridge all see the right account (TESTBED.md). Every test
 uses its own bucket names, hence its own role, policy and alert names: the moto
 server is shared with the other test files.
 
-moto 5.2 stores a replication rule's DeleteMarkerReplication and Filter but
-answers GetBucketReplication with hard-coded `Disabled` and `Prefix ""`; a fixture
-here makes it answer what it stored (the fake server is fixed, not our code).
+moto 5.2 stores a replication rule's DeleteMarkerReplication, Filter and
+SourceSelectionCriteria but answers GetBucketReplication with hard-coded `Disabled`
+and `Prefix ""` and without the criteria; a fixture here makes it answer what it
+stored (the fake server is fixed, not our code).
 
 Golden files: tests/golden/setup/; BACKFILL_UPDATE_GOLDEN=1 rewrites them.
 """
@@ -141,16 +142,17 @@ def _faithful_get_bucket_replication(self: Any) -> Any:
     rules = []
     for rule in replication["Rule"]:
         flt = rule.get("Filter") or {}
-        rules.append(
-            {
-                "ID": rule["ID"],
-                "Priority": rule["Priority"],
-                "Status": rule["Status"],
-                "DeleteMarkerReplication": rule.get("DeleteMarkerReplication") or {"Status": "Disabled"},
-                "Filter": {k: v or "" for k, v in flt.items()} if isinstance(flt, dict) else {"Prefix": ""},
-                "Destination": rule["Destination"],
-            }
-        )
+        answer = {
+            "ID": rule["ID"],
+            "Priority": rule["Priority"],
+            "Status": rule["Status"],
+            "DeleteMarkerReplication": rule.get("DeleteMarkerReplication") or {"Status": "Disabled"},
+            "Filter": {k: v or "" for k, v in flt.items()} if isinstance(flt, dict) else {"Prefix": ""},
+            "Destination": rule["Destination"],
+        }
+        if rule.get("SourceSelectionCriteria"):
+            answer["SourceSelectionCriteria"] = rule["SourceSelectionCriteria"]
+        rules.append(answer)
     return self.serialized(ActionResult({"ReplicationConfiguration": {"Role": replication["Role"], "Rules": rules}}))
 
 
@@ -240,7 +242,12 @@ def bucket_policy(s3: Any, bucket: str) -> dict[str, Any] | None:
         return None
 
 
-def tutorial_config() -> Any:
+SOURCE_KEY = f"arn:aws:kms:{SOURCE_REGION}:{SOURCE}:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+REPLICA_KEY = f"arn:aws:kms:{REPLICA_REGION}:{REPLICA}:key/0987dcba-09ba-87dc-65fe-ba0987654321"
+KEYS = ["--source-kms-key", SOURCE_KEY, "--replica-kms-key", REPLICA_KEY]
+
+
+def tutorial_config(**extra: Any) -> Any:
     return make_config(
         source="s3://my-important-data-bucket",
         source_account=SOURCE,
@@ -250,7 +257,41 @@ def tutorial_config() -> Any:
         replica_account=REPLICA,
         replica_region=REPLICA_REGION,
         replica_profile="backup-aws-account",
+        **extra,
     )
+
+
+def kms_statements(cfg: Any, source_key: str, replica_key: str) -> list[dict[str, Any]]:
+    """The role's KMS statements, written out: Decrypt on exactly the source key, Encrypt and GenerateDataKey
+    on exactly the replica key, each only through S3 of its bucket's region and for that bucket's objects
+    (S3 User Guide, "Replicating encrypted objects": the conditions it recommends)."""
+    src, rep = cfg.source.bucket, cfg.replica.bucket
+    return [
+        {
+            "Sid": "DecryptSourceObjects",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt"],
+            "Resource": source_key,
+            "Condition": {
+                "StringLike": {
+                    "kms:ViaService": f"s3.{SOURCE_REGION}.amazonaws.com",
+                    "kms:EncryptionContext:aws:s3:arn": [f"arn:aws:s3:::{src}/*", f"arn:aws:s3:::{src}"],
+                }
+            },
+        },
+        {
+            "Sid": "EncryptReplicas",
+            "Effect": "Allow",
+            "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+            "Resource": replica_key,
+            "Condition": {
+                "StringLike": {
+                    "kms:ViaService": f"s3.{REPLICA_REGION}.amazonaws.com",
+                    "kms:EncryptionContext:aws:s3:arn": [f"arn:aws:s3:::{rep}/*", f"arn:aws:s3:::{rep}"],
+                }
+            },
+        },
+    ]
 
 
 # --- plan: no AWS at all ---------------------------------------------------------------
@@ -275,6 +316,55 @@ def test_plan_matches_golden_files(tmp_path: Path) -> None:
         text = (tmp_path / "plan" / name).read_text(encoding="utf-8")
         json.loads(text)
         _golden(name, text)
+
+
+def test_plan_with_kms_keys_matches_golden_files(tmp_path: Path) -> None:
+    """With --source-kms-key/--replica-kms-key the rule replicates SSE-KMS objects into the replica key, the
+    role may use exactly those keys, and plan writes (and prints the steps for) the key-policy statements each
+    side's key administrator merges; the documents that do not involve KMS are the same as without keys."""
+    r = run_cli("setup", "plan", *TUTORIAL, *KEYS, "--out", "plan", env={}, cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    _golden("kms/plan.txt", r.stdout)
+    kms_docs = {
+        "replication-configuration.json",
+        "replication-role-permissions-policy.json",
+        "source-key-policy-statements.json",
+        "replica-key-policy-statements.json",
+    }
+    written = sorted(p.name for p in (tmp_path / "plan").iterdir())
+    assert set(written) == set(DOCUMENTS) | kms_docs
+    for name in written:
+        text = (tmp_path / "plan" / name).read_text(encoding="utf-8")
+        if name in kms_docs:
+            _golden(f"kms/{name}", text)
+        else:
+            assert text == (GOLDEN / name).read_text(encoding="utf-8"), name
+    assert "put-key-policy replaces the whole key policy" in r.stdout
+    assert "a bucket policy cannot grant KMS" in r.stdout and "aws/s3" in r.stdout
+
+
+def test_kms_documents_grant_exactly_the_two_keys() -> None:
+    cfg = tutorial_config(source_kms_key=SOURCE_KEY, replica_kms_key=REPLICA_KEY)
+    (rule,) = d.replication_configuration(cfg)["Rules"]
+    assert rule["SourceSelectionCriteria"] == {"SseKmsEncryptedObjects": {"Status": "Enabled"}}
+    assert rule["Destination"]["EncryptionConfiguration"] == {"ReplicaKmsKeyID": REPLICA_KEY}
+    role = d.statements(d.role_permissions_policy(cfg))
+    kms = [st for st in role if any(a.startswith("kms:") for a in st["Action"])]
+    assert kms == kms_statements(cfg, SOURCE_KEY, REPLICA_KEY)
+    # The key policies: the role's Decrypt and the backfill principal's on the source key, the role's
+    # Encrypt/GenerateDataKey on the replica key; "*" in a key policy is that key.
+    source_key, replica_key = d.source_key_statements(cfg), d.replica_key_statements(cfg)
+    assert [(st["Principal"], st["Action"]) for st in source_key] == [
+        ({"AWS": cfg.role_arn}, "kms:Decrypt"),
+        ({"AWS": f"arn:aws:iam::{REPLICA}:root"}, "kms:Decrypt"),
+    ]
+    assert [(st["Principal"], st["Action"]) for st in replica_key] == [
+        ({"AWS": cfg.role_arn}, ["kms:Encrypt", "kms:GenerateDataKey"])
+    ]
+    # Without the keys nothing of this is there.
+    plain = tutorial_config()
+    assert "SourceSelectionCriteria" not in d.replication_configuration(plain)["Rules"][0]
+    assert not [st for st in d.statements(d.role_permissions_policy(plain)) if "kms:Decrypt" in st["Action"]]
 
 
 def test_plan_with_mfa_delete_says_it_needs_the_root_user(tmp_path: Path) -> None:
@@ -444,6 +534,16 @@ def test_options_are_validated() -> None:
         ({"replica_region": "cn-north-1"}, "partitions"),
         ({"backfill_principal": f"arn:aws:iam::{OTHER}:root"}, "not in the replica account"),
         ({"mfa_delete": "both"}, "--mfa-delete"),
+        ({"source_kms_key": SOURCE_KEY.replace("111111111111", SOURCE)}, "go together"),
+        ({"source_kms_key": "alias/aws/s3", "replica_kms_key": "alias/backup"}, "full ARN"),
+        (
+            {"source_kms_key": SOURCE_KEY.replace(SOURCE, OTHER), "replica_kms_key": REPLICA_KEY},
+            "must be in its account",
+        ),
+        (
+            {"source_kms_key": SOURCE_KEY, "replica_kms_key": REPLICA_KEY.replace(REPLICA_REGION, SOURCE_REGION)},
+            "must be in its account 222222222222 and region eu-central-1",
+        ),
     ):
         with pytest.raises(UserError, match=message):
             make_config(**{**base, **change})
@@ -763,3 +863,62 @@ def test_a_locked_source_gets_a_replica_with_object_lock(aws: Aws) -> None:
     assert any("has no Object Lock and the source has" in x for x in drifts(r.stdout)), r.stdout
     r = aws.setup("apply", src2, rep2, "--yes")
     assert r.code == 2 and "put-object-lock-configuration" in one_line_error(r), r.stdout + r.stderr
+
+
+def test_apply_with_kms_keys_replicates_sse_kms_objects_into_the_replica_key(aws: Aws) -> None:
+    """Keys created in moto (KMS, each in its account and region): apply writes the rule's SSE-KMS criteria and
+    replica key and the role's KMS statements on exactly those keys; check then notices a rule that lost them."""
+    src, rep = pair()
+    source_key = aws.client("kms", SOURCE, SOURCE_REGION).create_key(Description="source")["KeyMetadata"]["Arn"]
+    replica_key = aws.client("kms", REPLICA, REPLICA_REGION).create_key(Description="replica")["KeyMetadata"]["Arn"]
+    keys = ["--source-kms-key", source_key, "--replica-kms-key", replica_key]
+    r = aws.setup("apply", src, rep, "--yes", *keys)
+    assert r.code == 0, r.stderr
+    assert "the KMS key policies are not changed by apply" in r.stdout, r.stdout
+    s3 = aws.client("s3", SOURCE)
+    (rule,) = s3.get_bucket_replication(Bucket=src)["ReplicationConfiguration"]["Rules"]
+    assert rule["SourceSelectionCriteria"] == {"SseKmsEncryptedObjects": {"Status": "Enabled"}}, rule
+    assert rule["Destination"]["EncryptionConfiguration"] == {"ReplicaKmsKeyID": replica_key}, rule
+    iam = aws.client("iam", SOURCE)
+    arn = f"arn:aws:iam::{SOURCE}:policy/backfill-replication-{src}"
+    version = iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"]
+    doc = iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"]["Document"]
+    kms = [st for st in d.statements(doc) if any(a.startswith("kms:") for a in st["Action"])]
+    cfg = make_config(
+        source=f"s3://{src}",
+        source_account=SOURCE,
+        source_region=SOURCE_REGION,
+        source_profile=None,
+        replica=f"s3://{rep}",
+        replica_account=REPLICA,
+        replica_region=REPLICA_REGION,
+        replica_profile=None,
+        source_kms_key=source_key,
+        replica_kms_key=replica_key,
+    )
+    assert kms == kms_statements(cfg, source_key, replica_key)
+    assert all(st["Resource"] in (source_key, replica_key) for st in kms)  # never a wildcard key
+    again = aws.setup("apply", src, rep, "--yes", *keys)
+    assert steps(again.stdout) == dict.fromkeys(range(1, 10), "unchanged"), again.stdout
+
+    # Someone rewrites the rule without the SSE-KMS criteria and the replica key.
+    repl = s3.get_bucket_replication(Bucket=src)["ReplicationConfiguration"]
+    del repl["Rules"][0]["SourceSelectionCriteria"]
+    del repl["Rules"][0]["Destination"]["EncryptionConfiguration"]
+    s3.put_bucket_replication(Bucket=src, ReplicationConfiguration=repl)
+    r = aws.setup("check", src, rep, *keys)
+    assert r.code == 1
+    assert [x for x in drifts(r.stdout) if "alert" not in x] == [
+        f"the replication rule backfill-to-{rep} does not replicate SSE-KMS objects (no SseKmsEncryptedObjects)",
+        f"the replication rule backfill-to-{rep} encrypts replicas with no KMS key, not {replica_key}",
+    ], r.stdout
+    # Without the keys, the same rule is what was asked for.
+    r = aws.setup("check", src, rep)
+    assert not [x for x in drifts(r.stdout) if "alert" not in x and "permissions policy" not in x], r.stdout
+
+    r = aws.setup("grant-backfill", src, rep, *keys)
+    assert r.code == 0, r.stderr
+    assert f"the key policy of the source key {source_key} must let arn:aws:iam::{REPLICA}:root kms:Decrypt" in (
+        r.stdout
+    ), r.stdout
+    assert "aws/s3" in r.stdout

@@ -66,6 +66,25 @@ MfaDelete = Annotated[
         show_default=False,
     ),
 ]
+SourceKmsKey = Annotated[
+    str | None,
+    typer.Option(
+        "--source-kms-key",
+        help="ARN of the customer managed KMS key of the source's SSE-KMS objects: the rule then replicates them "
+        "(with --replica-kms-key), the role may decrypt with exactly this key, and plan writes the statements its "
+        "key policy needs.",
+        show_default=False,
+    ),
+]
+ReplicaKmsKey = Annotated[
+    str | None,
+    typer.Option(
+        "--replica-kms-key",
+        help="ARN of the KMS key, in the replica's account and region, that replicas are encrypted with "
+        "(ReplicaKmsKeyID); the role may encrypt with exactly this key.",
+        show_default=False,
+    ),
+]
 Out = Annotated[str | None, typer.Option("--out", help="Write every JSON document into this directory.")]
 
 
@@ -84,6 +103,8 @@ class Pair:
     replica_profile: ReplicaProfile = None
     backfill_principal: BackfillPrincipal = None
     mfa_delete: MfaDelete = None
+    source_kms_key: SourceKmsKey = None
+    replica_kms_key: ReplicaKmsKey = None
 
     def config(self, out: str | None = None) -> SetupConfig:
         """The validated SetupConfig; with `out`, every document is written there too."""

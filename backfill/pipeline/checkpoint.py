@@ -43,15 +43,18 @@ class _Upload:
     committed: anyio.Event = field(default_factory=anyio.Event)
 
 
+_Outcome = tuple[int, str, str, str, int]  # state, replica version id, why, key, seq
+
+
 @dataclass(slots=True)
 class _Fix:
     key: str
     vid: str
-    rvid: str
+    rvid: str  # "": no fix, only the outcomes
     dm: bool
+    outcomes: tuple[_Outcome, ...] = ()  # committed in the fix's transaction (pipeline/copier.py: a late copy)
 
 
-_Outcome = tuple[int, str, str, str, int]  # state, replica version id, why, key, seq
 _Message = _Listed | _Outcome | _Upload | _Fix
 
 
@@ -75,10 +78,13 @@ class Checkpoint:
             return
         await send(self._send, (int(state), replica_version_id, why, key, seq))
 
-    async def fixed(self, key: str, vid: str, rvid: str, *, delete_marker: bool) -> None:
-        """The final copy of `key`'s current version was made (pipeline/replication.py)."""
+    async def fixed(
+        self, key: str, vid: str, rvid: str, *, delete_marker: bool, outcomes: tuple[_Outcome, ...] = ()
+    ) -> None:
+        """The final copy of `key`'s current version was made (pipeline/replication.py), recorded in one
+        transaction with `outcomes` (rvid "": the outcomes only)."""
         if self.manifest is not None:
-            await send(self._send, _Fix(key, vid, rvid, delete_marker))
+            await send(self._send, _Fix(key, vid, rvid, delete_marker, outcomes))
 
     # The upload journal of s3.Copier.multipart_copy (see manifest.py).
 
@@ -151,7 +157,9 @@ class Checkpoint:
                 if isinstance(m, _Listed):
                     Manifest.write_listed(c, m.jobs, m.shard, m.marker, m.done)
                 elif isinstance(m, _Fix):
-                    Manifest.write_fix(c, m.key, m.vid, m.rvid, m.dm)
+                    outcomes.extend(m.outcomes)
+                    if m.rvid:
+                        Manifest.write_fix(c, m.key, m.vid, m.rvid, m.dm)
                 elif isinstance(m, _Upload):
                     if m.ended:
                         Manifest.forget_upload(c, m.token)

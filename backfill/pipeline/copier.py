@@ -7,7 +7,7 @@ replica); they are recorded as failed and retried, in order, by the next run.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import anyio
@@ -55,6 +55,8 @@ class Workers:
     may_copy: Callable[[], Awaitable[bool]] | None = None
     # The source's live replication into the replica (pipeline/replication.py); None: the plain copy.
     replication: Scope | None = None
+    # Outcomes held back per job (id) until the late copy's fix is recorded with them (copy_key).
+    _held: dict[int, list[tuple[int, str, str, str, int]]] = field(default_factory=dict)
 
     def dest_key(self, key: str) -> str:
         return rebase(key, self.src_prefix, self.dst_prefix)
@@ -67,6 +69,63 @@ class Workers:
                 await self.copy_key(job)
 
     async def copy_key(self, job: KeyJob) -> None:
+        top = job.top
+        if top is None or all(it.seq > top.seq for it in job.items if it.state is not State.COPIED):
+            await self._copy_versions(job)  # in order (a resume's suffix of the history, too)
+            return
+        # A later run's job of a key whose newer versions an earlier run copied: a version copied now (given
+        # its SSE-C key, restored from an archive) lands above them. Its outcomes are held back and recorded
+        # together with the final copy of the key's newest version, in one transaction: a crash before that
+        # leaves them unrecorded, so the next run finds the copies (reconcile) and makes the fix then.
+        held: list[tuple[int, str, str, str, int]] = []
+        self._held[id(job)] = held
+        try:
+            decided = await self._copy_versions(job)
+        finally:
+            del self._held[id(job)]
+        if decided is None or self.stop.is_set() or (self.may_copy is not None and not await self.may_copy()):
+            return  # unsettled: left to the next run, which finds these copies again
+        try:
+            fix = None if decided else await self._late_fix(job, self.dest_key(job.key))
+        except (RetryableError, ObjectError) as exc:
+            if not (isinstance(exc, ObjectError) and exc.code in _VANISHED):
+                return  # the next run tries again
+            fix = None  # the newest version is gone from the source: nothing to copy once more
+        vid, rvid, dm = fix or ("", "", False)
+        await self.checkpoint.fixed(job.key, vid, rvid, delete_marker=dm, outcomes=tuple(held))
+
+    async def _late_fix(self, job: KeyJob, dkey: str) -> tuple[str, str, bool] | None:
+        """After a late copy: give the key one final copy of its newest version `job.top` (or a delete
+        marker), unless a version copied now is the newest, or the replica's newest entry is not one of this
+        run's copies (then it is `top`'s own copy, a fix that landed before a crash, or another writer's)."""
+        top = job.top
+        assert top is not None
+        copied = {it.replica_version_id: it.seq for it in job.items if it.state is State.COPIED}
+        if not copied or max(copied.values()) > top.seq:
+            return None  # nothing copied now, or in order: the newest copy is the key's newest version
+        history = await self._replica_history(dkey)
+        newest = history[-1] if history else None
+        v = top.version
+        if newest is None or newest.version_id == top.replica_version_id:
+            return None
+        if newest.version_id not in copied:
+            recorded = job.known | set(copied)
+            if may_be_ours(
+                newest, recorded=recorded, source_ids=self._source_ids(job), since=self.first_run_started
+            ) and await is_our_copy(v, newest, self._head_source(v), self._head_replica(dkey, newest)):
+                self.counters.current_fixes += 1
+                return v.version_id, newest.version_id, v.is_delete_marker  # made before a crash
+            return None
+        landed = self._landed(job, top, dkey)
+        rvid = await (
+            self.copier.delete_marker(dkey, landed) if v.is_delete_marker else self.copier.copy(v, dkey, landed)
+        )
+        self.counters.current_fixes += 1
+        return v.version_id, rvid, v.is_delete_marker
+
+    async def _copy_versions(self, job: KeyJob) -> bool | None:
+        """Copy the job's versions in order, beside live replication when it covers the key. True: the
+        replication check decided the key's current version; None: stopped or left unsettled."""
         dkey = self.dest_key(job.key)
         rule = self.replication.rule_for(job.key) if self.replication is not None else None
         owners: list[Owner] = []
@@ -78,7 +137,7 @@ class Workers:
                 for it in job.items:
                     if it.state is not State.COPIED:
                         await self._record(job, it, State.FAILED, why=f"replication status unknown: {exc}")
-                return
+                return False
         if job.recheck:
             theirs = {id(it) for n, it in enumerate(job.items) if owners and owners[n] is not Owner.BACKFILL}
             await self.reconcile(job, dkey, replicated=rule is not None, theirs=theirs)
@@ -91,7 +150,7 @@ class Workers:
                     await self._record(job, it, State.FAILED, why=BATCH_REPLICATION)
                 continue  # replication's: recorded after the key's current version is checked
             if self.stop.is_set() or (self.may_copy is not None and not await self.may_copy()):
-                return
+                return None
             if failed:
                 await self._record(job, it, State.FAILED, why=BLOCKED)
                 continue
@@ -132,15 +191,17 @@ class Workers:
                     self.counters.first_copy_at = self.counters.elapsed()
                 await self._record(job, it, State.COPIED, rvid=rvid)
         if rule is None or self.stop.is_set():
-            return
+            return None if self.stop.is_set() else False
+        decided = False
         if (hot or look_after) and not failed:
             try:
-                await self._check_current(job, dkey, rule, only_if_written=not hot)
+                decided = await self._check_current(job, dkey, rule, only_if_written=not hot)
             except (RetryableError, ObjectError):
-                return  # the versions left to replication stay pending: the next run checks the key again
+                return None  # the versions left to replication stay pending: the next run checks the key again
         for n, it in enumerate(job.items):
             if owners[n] is Owner.REPLICATION and it.state is State.PENDING:
                 await self._record(job, it, State.LEFT_TO_REPLICATION)
+        return decided
 
     async def _whose(self, job: KeyJob) -> tuple[list[Owner], bool, bool]:
         """Which of the job's versions are replication's (pipeline/replication.py: one HEAD per cold key)."""
@@ -158,23 +219,25 @@ class Workers:
         by_item = {id(it): o for it, o in zip(pending, plan.owners, strict=True)}
         return [by_item.get(id(it), Owner.BACKFILL) for it in job.items], plan.hot, plan.look_after
 
-    async def _check_current(self, job: KeyJob, dkey: str, rule: Rule, *, only_if_written: bool = False) -> None:
+    async def _check_current(self, job: KeyJob, dkey: str, rule: Rule, *, only_if_written: bool = False) -> bool:
         """After a hot key's copies: make the replica's current version the source's (the final copy).
 
         `only_if_written`: a key whose listed newest entry was a delete marker: HEAD it first; only a
-        version written since the listing (a 200) calls for the check.
+        version written since the listing (a 200) calls for the check. True when this decided the
+        current version (a fix made, or replication's to make); False when the source's current version
+        is from before the rule (then a late copy's fix, `_late_fix`, may still be due).
         """
         current = None
         if only_if_written:
             current = await self.copier.source.head_current(job.key)
             self.counters.replication_heads += 1
             if current[0] is None:
-                return  # still a delete marker on top, as the copies left the replica
+                return False  # still a delete marker on top, as the copies left the replica
         history = await self._replica_history(dkey)
         newest = history[-1] if history else None
         ours = job.known | {x.replica_version_id for x in job.items if x.replica_version_id}
         if not ours_on_top(newest, ours):
-            return  # replication delivered on top of the copies: its version is the current one
+            return True  # replication delivered on top of the copies: its version is the current one
         if current is None:
             current = await self.copier.source.head_current(job.key)
             self.counters.replication_heads += 1
@@ -185,7 +248,7 @@ class Workers:
         )
         fix = fix_needed(newest, ours, current, delete_markers=rule.delete_markers, delivered=delivered)
         if fix is Fix.NONE:
-            return
+            return current[1] is not None  # a status: replication puts (or put) it on top
         v = current[0]
         probe = Item(-1, v if v is not None else Version(job.key, "", 0, "", "", is_delete_marker=True))
         landed = self._landed(job, probe, dkey)
@@ -195,7 +258,13 @@ class Workers:
             assert v is not None
             rvid = await self.copier.copy(v, dkey, landed)
         self.counters.current_fixes += 1
-        await self.checkpoint.fixed(job.key, probe.version.version_id, rvid, delete_marker=fix is Fix.DELETE_MARKER)
+        held = self._held.get(id(job)) if self._held else None
+        outcomes = tuple(held or ())  # a late copy's outcomes go with the fix that covers it (copy_key)
+        if held:
+            held.clear()
+        dm = fix is Fix.DELETE_MARKER
+        await self.checkpoint.fixed(job.key, probe.version.version_id, rvid, delete_marker=dm, outcomes=outcomes)
+        return True
 
     async def _replica_history(self, dkey: str) -> list[Version]:
         history: list[Version] = []  # oldest first
@@ -217,7 +286,14 @@ class Workers:
             c.failed += 1
         else:
             c.skipped += 1
-        await self.checkpoint.outcome(job.key, it.seq, state, rvid, why)
+        await self._write(job, it.seq, state, rvid, why)
+
+    async def _write(self, job: KeyJob, seq: int, state: State, rvid: str = "", why: str = "") -> None:
+        held = self._held.get(id(job)) if self._held else None
+        if held is not None:
+            held.append((int(state), rvid, why, job.key, seq))  # recorded with the late copy's fix
+        else:
+            await self.checkpoint.outcome(job.key, seq, state, rvid, why)
 
     def _landed(self, job: KeyJob, it: Item, dkey: str) -> Callable[[], Awaitable[str | None]]:
         """After a write failed in a way that leaves it unknown whether it happened: did it?
@@ -325,7 +401,7 @@ class Workers:
             # else: a delete marker replication delivered (it shows no REPLICA status): not ours, passed over
         for it, r in pairs:
             self.counters.recovered += 1
-            await self.checkpoint.outcome(job.key, it.seq, State.COPIED, r.version_id)
+            await self._write(job, it.seq, State.COPIED, r.version_id)
             it.state, it.replica_version_id = State.COPIED, r.version_id
 
 

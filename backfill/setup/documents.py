@@ -23,6 +23,10 @@ SID_REPLICA_OBJECTS = "BackfillReplicationWriteReplicas"
 SID_REPLICA_BUCKET = "BackfillReplicationReadVersioning"
 SID_BACKFILL_GRANT = "BackfillReadForReplicaAccount"
 SID_ALERT_PUBLISH = "BackfillAlertEventBridgePublish"
+# Sids of the statements `plan` asks to merge into the KMS key policies (apply does not change key policies).
+SID_KEY_REPLICATION_DECRYPT = "BackfillReplicationDecryptSource"
+SID_KEY_BACKFILL_DECRYPT = "BackfillReadForReplicaAccountDecrypt"
+SID_KEY_REPLICATION_ENCRYPT = "BackfillReplicationEncryptReplicas"
 
 ALERT_TARGET_ID = "backfill-alert-topic"
 
@@ -66,6 +70,94 @@ BACKFILL_READ_ACTIONS = [
 
 def policy(statements: list[Doc]) -> Doc:
     return {"Version": POLICY_VERSION, "Statement": statements}
+
+
+# --- SSE-KMS ---------------------------------------------------------------------------
+# S3 User Guide, "Replicating encrypted objects (SSE-C, SSE-S3, SSE-KMS, DSSE-KMS)"
+# (https://docs.aws.amazon.com/AmazonS3/latest/userguide/replication-config-for-kms-objects.html): the rule opts
+# in with SourceSelectionCriteria.SseKmsEncryptedObjects and names the replica's key in
+# Destination.EncryptionConfiguration.ReplicaKmsKeyID (a key of the destination's region); the role needs
+# kms:Decrypt on the source objects' key and kms:Encrypt on the replica key, plus kms:GenerateDataKey when
+# plaintext objects are replicated into a bucket that encrypts with SSE-KMS by default; the guide recommends
+# restricting both with kms:ViaService (S3 of that region) and kms:EncryptionContext:aws:s3:arn, which is the
+# object's ARN, or the bucket's ARN when an S3 Bucket Key is enabled (both are allowed here). A key of another
+# account also needs its key policy to grant the role; AWS managed keys (aws/s3) cannot be shared at all.
+
+
+def _kms_condition(region: str, bucket_arn: str, partition: str) -> Doc:
+    domain = "amazonaws.com.cn" if partition == "aws-cn" else "amazonaws.com"
+    return {
+        "StringLike": {
+            "kms:ViaService": f"s3.{region}.{domain}",
+            "kms:EncryptionContext:aws:s3:arn": [f"{bucket_arn}/*", bucket_arn],
+        }
+    }
+
+
+def role_kms_statements(cfg: SetupConfig) -> list[Doc]:
+    """The replication role's use of exactly the two keys (none without --source-kms-key)."""
+    if not (cfg.source_kms_key and cfg.replica_kms_key):
+        return []
+    src, rep = cfg.source, cfg.replica
+    return [
+        {
+            "Sid": "DecryptSourceObjects",
+            "Effect": "Allow",
+            "Action": ["kms:Decrypt"],
+            "Resource": cfg.source_kms_key,
+            "Condition": _kms_condition(src.region, src.arn, cfg.partition),
+        },
+        {
+            "Sid": "EncryptReplicas",
+            "Effect": "Allow",
+            "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+            "Resource": cfg.replica_kms_key,
+            "Condition": _kms_condition(rep.region, rep.arn, cfg.partition),
+        },
+    ]
+
+
+# In a key policy, "Resource": "*" means the key the policy is attached to (AWS KMS Developer Guide, "Key
+# policies in AWS KMS"): these statements grant exactly that key.
+
+
+def source_key_statements(cfg: SetupConfig) -> list[Doc]:
+    """What the source key's policy must add: the role's Decrypt (replication), and the backfill principal's
+    (a bucket policy cannot grant KMS; its IAM policy in the replica account must allow kms:Decrypt too)."""
+    src = cfg.source
+    return [
+        {
+            "Sid": SID_KEY_REPLICATION_DECRYPT,
+            "Effect": "Allow",
+            "Principal": {"AWS": cfg.role_arn},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": _kms_condition(src.region, src.arn, cfg.partition),
+        },
+        {
+            "Sid": SID_KEY_BACKFILL_DECRYPT,
+            "Effect": "Allow",
+            "Principal": {"AWS": cfg.backfill_principal},
+            "Action": "kms:Decrypt",
+            "Resource": "*",
+            "Condition": {"StringLike": {"kms:EncryptionContext:aws:s3:arn": [f"{src.arn}/*", src.arn]}},
+        },
+    ]
+
+
+def replica_key_statements(cfg: SetupConfig) -> list[Doc]:
+    """What the replica key's policy must add: the source account's replication role may encrypt replicas."""
+    rep = cfg.replica
+    return [
+        {
+            "Sid": SID_KEY_REPLICATION_ENCRYPT,
+            "Effect": "Allow",
+            "Principal": {"AWS": cfg.role_arn},
+            "Action": ["kms:Encrypt", "kms:GenerateDataKey"],
+            "Resource": "*",
+            "Condition": _kms_condition(rep.region, rep.arn, cfg.partition),
+        }
+    ]
 
 
 # --- the replica account ---------------------------------------------------------
@@ -137,13 +229,16 @@ def role_permissions_policy(cfg: SetupConfig) -> Doc:
                 "Action": list(REPLICA_WRITE_ACTIONS),
                 "Resource": f"{rep}/*",
             },
+            *role_kms_statements(cfg),
         ]
     )
 
 
 def replication_rule(cfg: SetupConfig, priority: int = 1) -> Doc:
-    """One rule in the current schema (Filter, Priority, DeleteMarkerReplication), for every object."""
-    return {
+    """One rule in the current schema (Filter, Priority, DeleteMarkerReplication), for every object; with
+    the keys, SSE-KMS objects too (the S3 API's ReplicationRule: SourceSelectionCriteria, and the
+    Destination's EncryptionConfiguration.ReplicaKmsKeyID; see the SSE-KMS section above)."""
+    rule: Doc = {
         "ID": cfg.rule_id,
         "Priority": priority,
         "Status": "Enabled",
@@ -155,6 +250,10 @@ def replication_rule(cfg: SetupConfig, priority: int = 1) -> Doc:
             "AccessControlTranslation": {"Owner": "Destination"},
         },
     }
+    if cfg.source_kms_key and cfg.replica_kms_key:
+        rule["SourceSelectionCriteria"] = {"SseKmsEncryptedObjects": {"Status": "Enabled"}}
+        rule["Destination"]["EncryptionConfiguration"] = {"ReplicaKmsKeyID": cfg.replica_kms_key}
+    return rule
 
 
 def replication_configuration(cfg: SetupConfig, others: list[Doc] | None = None, priority: int = 1) -> Doc:

@@ -15,6 +15,7 @@ SideName = Literal["source", "replica"]
 _ACCOUNT = re.compile(r"^\d{12}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_KEY_ARN = re.compile(r"^arn:(aws[a-z-]*):kms:([a-z0-9-]+):(\d{12}):key/[A-Za-z0-9-]+$")
 _PRINCIPAL = re.compile(r"^arn:aws[a-z-]*:(iam|sts)::\d{12}:(root|role/.+|user/.+|assumed-role/.+)$")
 
 
@@ -71,6 +72,10 @@ class SetupConfig:
     replica: Side
     backfill_principal: str  # who `grant-backfill` lets read the source
     mfa_delete: SideName | None = None
+    # SSE-KMS: the customer managed key of the source's objects and the one replicas are encrypted with
+    # (both or neither: S3 replicates SSE-KMS objects only to a ReplicaKmsKeyID).
+    source_kms_key: str | None = None
+    replica_kms_key: str | None = None
 
     # --- names, all derived from the source bucket so that two setups never collide -------
 
@@ -113,6 +118,10 @@ class SetupConfig:
     def side(self, name: SideName) -> Side:
         return self.source if name == "source" else self.replica
 
+    @property
+    def kms(self) -> bool:
+        return self.source_kms_key is not None
+
 
 def replica_root(account: str, region: str) -> str:
     return f"arn:{partition(region)}:iam::{account}:root"
@@ -136,6 +145,24 @@ def _side(name: SideName, url: str, account: str, region: str, profile: str | No
     return Side(name, bucket, account, region, profile or None)
 
 
+def _kms_key(arn: str, side: Side) -> str:
+    """A customer managed key's full ARN, in the side's account and region (S3 uses a key of the bucket's
+    region; an alias would be resolved in the requester's account: the S3 API reference recommends the key ARN)."""
+    option = side.option("kms-key")
+    m = _KEY_ARN.match(arn)
+    if not m:
+        raise UserError(
+            f"{option} {arn!r}: give the key's full ARN, arn:{partition(side.region)}:kms:{side.region}:"
+            f"{side.account}:key/KEY-ID (not an alias: S3 would resolve it in the requester's account)"
+        )
+    if m.group(2) != side.region or m.group(3) != side.account:
+        raise UserError(
+            f"{option} {arn}: the {side.name} bucket's key must be in its account {side.account} and region "
+            f"{side.region} (S3 encrypts with a key of the bucket's region)"
+        )
+    return arn
+
+
 def make_config(
     *,
     source: str,
@@ -148,6 +175,8 @@ def make_config(
     replica_profile: str | None,
     backfill_principal: str | None = None,
     mfa_delete: str | None = None,
+    source_kms_key: str | None = None,
+    replica_kms_key: str | None = None,
 ) -> SetupConfig:
     """Validate the options and build the configuration; every mistake is one UserError."""
     src = _side("source", source, source_account, source_region, source_profile)
@@ -178,7 +207,16 @@ def make_config(
         mfa = "replica"
     else:
         raise UserError(f"--mfa-delete takes source or replica, not {mfa_delete!r}")
-    return SetupConfig(src, rep, principal, mfa)
+    if bool(source_kms_key) != bool(replica_kms_key):
+        # S3 refuses a rule with SseKmsEncryptedObjects and no ReplicaKmsKeyID, and the reverse
+        # (API_SourceSelectionCriteria, API_EncryptionConfiguration; hashicorp/terraform-provider-aws#26241).
+        raise UserError(
+            "--source-kms-key and --replica-kms-key go together: S3 replicates SSE-KMS objects only when the rule "
+            "also names the replica's key, and takes a replica key only for SSE-KMS objects"
+        )
+    src_key = _kms_key(source_kms_key, src) if source_kms_key else None
+    rep_key = _kms_key(replica_kms_key, rep) if replica_kms_key else None
+    return SetupConfig(src, rep, principal, mfa, src_key, rep_key)
 
 
 def notify_protocol(notify: str) -> tuple[Literal["email", "https"], str]:

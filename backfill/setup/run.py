@@ -16,7 +16,7 @@ from backfill.setup.model import SetupConfig, Side
 from backfill.setup.resources import alert_resources, backfill_grant, replication_resources
 from backfill.setup.resources.base import Context, Resource
 from backfill.setup.resources.s3 import Bucket, Versioning, mfa_needs
-from backfill.setup.steps import header
+from backfill.setup.steps import backfill_kms_note, header
 
 Say = Callable[[str], None]
 
@@ -59,6 +59,12 @@ async def apply(cfg: SetupConfig, say: Say, *, mfa: str | None = None) -> None:
         say(header(cfg))
         await _converge(ctx, replication_resources(cfg), say, "apply")
         say("replication is set up; `backfill setup check` (same options) verifies it at any time")
+        if cfg.kms:
+            say(
+                "the KMS key policies are not changed by apply: each key's administrator merges the statements "
+                "that `backfill setup plan` writes (source-key-policy-statements.json, "
+                "replica-key-policy-statements.json) into its key's policy"
+            )
 
 
 async def _mfa_preflight(ctx: Context, side: Side) -> None:
@@ -128,6 +134,7 @@ async def grant_backfill(cfg: SetupConfig, say: Say) -> None:
         copy = f"backfill copy s3://{src.bucket} s3://{rep.bucket}"
         if rep.profile:
             copy += f" --source-profile {rep.profile} --dest-profile {rep.profile}"
+        say(f"note: {backfill_kms_note(cfg)}")
         say(f"next: {copy} --source-region {src.region} --dest-region {rep.region}")
         say("then: backfill setup revoke-backfill (same options) removes the grant")
 

@@ -26,6 +26,17 @@ DOCUMENTS = {
 }
 
 
+# With --source-kms-key / --replica-kms-key: the statements to merge into each key's policy.
+KMS_DOCUMENTS = {
+    "source-key-policy-statements.json": "merge into the source key's policy: the role and the backfill decrypt",
+    "replica-key-policy-statements.json": "merge into the replica key's policy: the role encrypts replicas",
+}
+
+
+def document_names(cfg: SetupConfig) -> dict[str, str]:
+    return {**DOCUMENTS, **(KMS_DOCUMENTS if cfg.kms else {})}
+
+
 def documents(cfg: SetupConfig) -> dict[str, object]:
     docs: dict[str, object] = {
         "replica-bucket-policy.json": d.replica_bucket_policy(cfg),
@@ -37,7 +48,10 @@ def documents(cfg: SetupConfig) -> dict[str, object]:
         "alert-topic-policy.json": d.alert_topic_policy(cfg),
         "alert-targets.json": [d.alert_target(cfg)],
     }
-    assert set(docs) == set(DOCUMENTS)
+    if cfg.kms:
+        docs["source-key-policy-statements.json"] = d.policy(d.source_key_statements(cfg))
+        docs["replica-key-policy-statements.json"] = d.policy(d.replica_key_statements(cfg))
+    assert set(docs) == set(document_names(cfg))
     return docs
 
 
@@ -215,6 +229,58 @@ def apply_steps(cfg: SetupConfig, out: str) -> list[Step]:
     return steps
 
 
+def _key_policy_step(side: Side, key: str, doc: str, title: str, out: str) -> Step:
+    merged = doc.replace("-statements.json", ".json")
+    args = ["--key-id", key, "--policy-name", "default"]
+    return Step(
+        f"{side.name}-key-policy",
+        title,
+        side,
+        [
+            _aws(side, "kms", "get-key-policy", *args, "--query", "Policy", "--output", "text"),
+            _aws(side, "kms", "put-key-policy", *args, "--policy", _file(out, merged)),
+        ],
+        [
+            f"by the key's administrator in account {side.account}; apply does not change key policies",
+            f"put-key-policy replaces the whole key policy: save what get-key-policy prints as {merged}, add the "
+            f"statements of {doc} to its Statement list (keep the others, above all the one that lets the account "
+            "administer the key), then put it",
+        ],
+    )
+
+
+def kms_steps(cfg: SetupConfig, out: str) -> list[Step]:
+    """The key-policy statements to merge on each side (none without the keys)."""
+    if not (cfg.source_kms_key and cfg.replica_kms_key):
+        return []
+    return [
+        _key_policy_step(
+            cfg.source,
+            cfg.source_kms_key,
+            "source-key-policy-statements.json",
+            f"Let the replication role and {cfg.backfill_principal} decrypt with the source key",
+            out,
+        ),
+        _key_policy_step(
+            cfg.replica,
+            cfg.replica_kms_key,
+            "replica-key-policy-statements.json",
+            "Let the replication role encrypt replicas with the replica key",
+            out,
+        ),
+    ]
+
+
+def backfill_kms_note(cfg: SetupConfig) -> str:
+    """What the backfill grant cannot give for SSE-KMS objects."""
+    key = f"the source key {cfg.source_kms_key}" if cfg.source_kms_key else "their KMS key"
+    return (
+        f"SSE-KMS objects: a bucket policy cannot grant KMS; the key policy of {key} must let {cfg.backfill_principal} "
+        "kms:Decrypt (and its own IAM policy allow it), and objects under the AWS managed key aws/s3 cannot be "
+        "read from another account at all"
+    )
+
+
 def backfill_steps(cfg: SetupConfig, out: str) -> list[Step]:
     src, rep = cfg.source, cfg.replica
     copy = ["backfill", "copy", f"s3://{src.bucket}", f"s3://{rep.bucket}"]
@@ -237,7 +303,8 @@ def backfill_steps(cfg: SetupConfig, out: str) -> list[Step]:
                     _file(out, "backfill-grant-policy.json"),
                 )
             ],
-            ["put-bucket-policy replaces the bucket's policy; grant-backfill adds its one statement to it"],
+            ["put-bucket-policy replaces the bucket's policy; grant-backfill adds its one statement to it"]
+            + ([backfill_kms_note(cfg)] if cfg.kms else []),
         ),
         Step(
             "copy",
@@ -382,8 +449,9 @@ def header(cfg: SetupConfig) -> str:
 def render_plan(cfg: SetupConfig, out: str) -> str:
     out = PurePath(out).as_posix()
     lines = [header(cfg), "", f"Documents written to {out}/:"]
-    width = max(len(n) for n in DOCUMENTS)
-    lines += [f"  {name:<{width}}  {what}" for name, what in DOCUMENTS.items()]
+    names = document_names(cfg)
+    width = max(len(n) for n in names)
+    lines += [f"  {name:<{width}}  {what}" for name, what in names.items()]
     lines += ["", "First, each profile must act in its own account (apply and check verify it):", ""]
     lines += identity_commands(cfg)
     steps = apply_steps(cfg, out)
@@ -397,6 +465,17 @@ def render_plan(cfg: SetupConfig, out: str) -> str:
     for step in steps:
         n += 1
         lines += _step_lines(n, step)
+    keys = kms_steps(cfg, out)
+    if keys:
+        lines += [
+            "",
+            "SSE-KMS: each key's policy must also let the role (and the backfill) use it; apply does not change key",
+            "policies, so each key's administrator merges the statements written above, once the role exists:",
+            "",
+        ]
+        for step in keys:
+            n += 1
+            lines += _step_lines(n, step)
     lines += [
         "",
         "Existing objects: replication copies new writes only, so backfill the others once, right after step 9",

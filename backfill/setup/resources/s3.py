@@ -342,6 +342,13 @@ class Replication(Resource):
             problems.append(f"the {where} does not replicate delete markers")
         if not _covers_everything(rule):
             problems.append(f"the {where} replicates only objects matching {json.dumps(rule.get('Filter'))}")
+        if cfg.kms:
+            sse_kms = rule.get("SourceSelectionCriteria", {}).get("SseKmsEncryptedObjects", {})
+            if sse_kms.get("Status") != "Enabled":
+                problems.append(f"the {where} does not replicate SSE-KMS objects (no SseKmsEncryptedObjects)")
+            key = dest.get("EncryptionConfiguration", {}).get("ReplicaKmsKeyID")
+            if key != cfg.replica_kms_key:
+                problems.append(f"the {where} encrypts replicas with {key or 'no KMS key'}, not {cfg.replica_kms_key}")
         return problems
 
     async def write(self, ctx: Context, current: Any) -> str:
