@@ -129,10 +129,10 @@ class Workers:
         dkey = self.dest_key(job.key)
         rule = self.replication.rule_for(job.key) if self.replication is not None else None
         owners: list[Owner] = []
-        hot = look_after = False
+        hot = False
         if rule is not None:
             try:
-                owners, hot, look_after = await self._whose(job)
+                owners, hot = await self._whose(job)
             except (RetryableError, ObjectError) as exc:
                 for it in job.items:
                     if it.state is not State.COPIED:
@@ -193,7 +193,7 @@ class Workers:
         if rule is None or self.stop.is_set():
             return None if self.stop.is_set() else False
         decided = False
-        if (hot or look_after) and not failed:
+        if not failed:
             try:
                 decided = await self._check_current(job, dkey, rule, only_if_written=not hot)
             except (RetryableError, ObjectError):
@@ -203,7 +203,7 @@ class Workers:
                 await self._record(job, it, State.LEFT_TO_REPLICATION)
         return decided
 
-    async def _whose(self, job: KeyJob) -> tuple[list[Owner], bool, bool]:
+    async def _whose(self, job: KeyJob) -> tuple[list[Owner], bool]:
         """Which of the job's versions are replication's (pipeline/replication.py: one HEAD per cold key)."""
         src, c = self.copier.source, self.counters
         pending = [it for it in job.items if it.state is not State.COPIED]
@@ -217,13 +217,15 @@ class Workers:
         plan = await plan_key([it.version for it in pending], head_current=head_current, head_version=head_version)
         c.replication_heads += plan.heads
         by_item = {id(it): o for it, o in zip(pending, plan.owners, strict=True)}
-        return [by_item.get(id(it), Owner.BACKFILL) for it in job.items], plan.hot, plan.look_after
+        return [by_item.get(id(it), Owner.BACKFILL) for it in job.items], plan.hot
 
     async def _check_current(self, job: KeyJob, dkey: str, rule: Rule, *, only_if_written: bool = False) -> bool:
-        """After a hot key's copies: make the replica's current version the source's (the final copy).
+        """After a key's copies: make the replica's current version the source's (the final copy).
 
-        `only_if_written`: a key whose listed newest entry was a delete marker: HEAD it first; only a
-        version written since the listing (a 200) calls for the check. True when this decided the
+        `only_if_written`: a cold key (nothing after the rule when it was planned): HEAD it first; only
+        an entry written since the listing (another current version, or a delete marker on top of a
+        listed object version) calls for the check — replication may have delivered it while the old
+        versions were being copied, and they would then lie on top of it. True when this decided the
         current version (a fix made, or replication's to make); False when the source's current version
         is from before the rule (then a late copy's fix, `_late_fix`, may still be due).
         """
@@ -231,8 +233,10 @@ class Workers:
         if only_if_written:
             current = await self.copier.source.head_current(job.key)
             self.counters.replication_heads += 1
-            if current[0] is None:
-                return False  # still a delete marker on top, as the copies left the replica
+            listed = job.items[-1].version
+            now = current[0]
+            if (now is None) if listed.is_delete_marker else (now is not None and now.version_id == listed.version_id):
+                return False  # the listed newest entry is still the key's: nothing written since the listing
         history = await self._replica_history(dkey)
         newest = history[-1] if history else None
         ours = job.known | {x.replica_version_id for x in job.items if x.replica_version_id}

@@ -20,15 +20,17 @@ request besides that one GetBucketReplication. AccessDenied: one warning line, a
 
 **Which versions are whose** (`plan_key`, per key under a rule's prefix, before its copies). The
 versions written after the rule went on are the newest ones of a key: a suffix of its history.
-  1. A cold key costs one HEAD. If the listed newest entry is an object version, HEAD the key
+  1. A cold key costs two HEADs. If the listed newest entry is an object version, HEAD the key
      *without* a version ID: it answers the current version and its status. Same version as listed
      and no status: every listed version is from before the rule (they are all older), and nothing
      was written since the listing. A newer current version (or a 404: a delete marker since), means
      writes after the listing: the key is *hot* (see the fix below), and the listed newest version
      is HEADed by its ID. If the listed newest entry is a delete marker (which has no status to read:
-     HEAD of one answers 405), the newest object version is HEADed by its ID, and after the key's
-     copies the key itself: a 200 (not the 404 of a delete marker) means a write since the listing,
-     and the current version is then checked as for a hot key. Two HEADs for such a key.
+     HEAD of one answers 405), the newest object version is HEADed by its ID. After a cold key's
+     copies the key itself is HEADed once more: an entry written since the listing (another current
+     version; a delete marker on top of a listed object version; an object on top of a listed
+     marker) may have been delivered by replication while the old versions were being copied, under
+     them, and the current version is then checked as for a hot key.
   2. While a HEADed version has a status, the next older object version is HEADed too: a hot key
      costs one HEAD per version written after the rule, plus one.
   3. PENDING or COMPLETED: left to replication (manifest state LEFT_TO_REPLICATION, never
@@ -70,10 +72,9 @@ over the replica versions replication wrote (a source version's ID, or REPLICA; 
 which shows no status, is passed over when it does not match), and matches only the versions the
 backfill copies.
 
-Left open, documented: a version written after a cold key's first HEAD and delivered by replication
-before that key's last copy lands (a window of the key's own copy time, milliseconds for small objects) is
-overtaken by the copy; `verify` reports the key as `current_differs`. Without replication on the
-source nothing of this runs: no HEAD, no listing of the replica.
+A version written after a cold key's second HEAD is written after the copies landed, so replication
+puts it on top of them. Without replication on the source nothing of this runs: no HEAD, no listing of
+the replica.
 
 **verify** (both modes) pairs a replica version with a source version by the same version ID (S3
 keeps it) or, failing that, by its REPLICA status and content in history order; the final copy of
@@ -159,7 +160,6 @@ class KeyPlan:
     owners: list[Owner]  # one per listed entry, oldest first
     hot: bool  # some version after the rule exists: check the current version after the copies
     heads: int = 0
-    look_after: bool = False  # the newest entry is a delete marker: HEAD the key after its copies
 
 
 async def plan_key(
@@ -176,7 +176,7 @@ async def plan_key(
     objects = [i for i, v in enumerate(history) if not v.is_delete_marker]
     plan = KeyPlan(owners, hot=False)
     if not objects:
-        return plan  # delete markers only: nothing can tell, they are copied
+        return plan  # delete markers only (or a resumed key's markers): no status to read, they are copied
     newest = objects[-1]
     status: str | None
     if newest == len(history) - 1:
@@ -188,9 +188,7 @@ async def plan_key(
             plan.heads += 1
     else:
         # The newest entry is a delete marker, which has no status to read: the newest object version is
-        # HEADed by its ID now, and the key (its current version) after the key's copies (`look_after`):
-        # a 200 there means a version written since the listing. Two HEADs for such a key.
-        plan.look_after = True
+        # HEADed by its ID now (and the key, as every key, after its copies).
         status = await head_version(history[newest])
         plan.heads += 1
     oldest_after_rule: int | None = None
