@@ -123,7 +123,9 @@ class Holder:
                     if scope.cancelled_caught:
                         # No answer within a lease (the state location paused by an outage, pacing.
                         # EndpointHealth): not renewed, so valid_until stays and copies wait. The same
-                        # bytes again: if the first landed after all, the store recognises them.
+                        # bytes again: if the first landed after all, the store recognises them. First
+                        # an unshielded checkpoint, so that a stop of the run (Ctrl-C twice) gets through.
+                        await anyio.lowlevel.checkpoint()
                         continue
                 except Conflict:
                     self._lose()
