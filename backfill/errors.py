@@ -345,12 +345,14 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
     if isinstance(exc, EndpointConnectionError):
         # aiohttp's reset of a request already sent ends up here too: it may have been carried out.
         # Only a failure to connect (aiohttp's ClientConnectorError, a proxy that is down) says
-        # the endpoint is unreachable.
+        # the endpoint is unreachable, and that nothing was sent: no need to look for the write
+        # (looking made every copy refused during an outage list its key once the endpoint was
+        # back, as the lean path's ConnectFailed never did: seconds of delay after each outage).
         endpoint = exc.kwargs.get("endpoint_url", "the endpoint")
         cause = exc.kwargs.get("error")
         unreachable = isinstance(cause, aiohttp.ClientConnectorError)
         return RetryableError(
-            f"{what}: connection to {endpoint} failed: {exc}", ambiguous=True, unreachable=unreachable
+            f"{what}: connection to {endpoint} failed: {exc}", ambiguous=not unreachable, unreachable=unreachable
         )
     if isinstance(exc, ProxyConnectionError):  # HTTPS_PROXY's proxy cannot be reached: nothing was sent
         return RetryableError(f"{what}: {exc}", unreachable=True)

@@ -137,8 +137,15 @@ class EndpointHealth:
 
     ANNOUNCE_AFTER = 1.0  # seconds down before the run says so (one refused connect is not an outage)
 
-    def __init__(self, timeout: float, notify: Callable[[str], None] | None = None, probe_cap: float = 1.0) -> None:
+    def __init__(
+        self,
+        timeout: float,
+        notify: Callable[[str], None] | None = None,
+        probe_cap: float = 1.0,
+        name: str = "endpoint",
+    ) -> None:
         self.timeout = timeout
+        self.name = name  # in the messages: "endpoint", or "state location s3://…" (distributed.store)
         self.notify = notify
         self.probe_cap = probe_cap
         self.down_since: float | None = None  # time.monotonic() of this outage's first failure
@@ -161,14 +168,14 @@ class EndpointHealth:
         if self.down_since is None or not self._announced:
             return ""
         since = time.strftime("%H:%M:%S", time.gmtime(self.down_since_wall))
-        return f"endpoint unreachable since {since} UTC, retrying"
+        return f"{self.name} unreachable since {since} UTC, retrying"
 
     def succeeded(self) -> None:
         if self.down_since is None:
             return
         took = time.monotonic() - self.down_since
         if self._announced and self.notify is not None:
-            self.notify(f"endpoint reachable again after {took:.1f} s: carrying on")
+            self.notify(f"{self.name} reachable again after {took:.1f} s: carrying on")
         self.longest = max(self.longest, took)
         self.down_since = None
         self._announced = False
@@ -178,7 +185,7 @@ class EndpointHealth:
     def _expired(self) -> OutageTimeout:
         since = time.strftime("%H:%M:%S", time.gmtime(self.down_since_wall))
         return OutageTimeout(
-            f"the endpoint has been unreachable since {since} UTC ({self.reason}), longer than "
+            f"the {self.name} has been unreachable since {since} UTC ({self.reason}), longer than "
             f"--outage-timeout ({self.timeout:g} s): check the network and the endpoint, then resume"
         )
 

@@ -169,6 +169,11 @@ class _Handler(socketserver.BaseRequestHandler):
                     name, _, value = h.decode("latin-1").partition(":")
                     headers[name.strip().lower()] = value.strip()
                     raw.append((name.strip(), value.strip()))
+                if headers.get("expect", "").lower() == "100-continue":
+                    # botocore asks before a PutObject body (aiohttp then waits for this answer); the
+                    # body is read here and sent upstream whole, so upstream is not asked again.
+                    sock.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+                    raw = [(n, v) for n, v in raw if n.lower() != "expect"]
                 body = reader.read(int(headers.get("content-length", "0") or 0))
                 gate.count("requests")
                 answer = gate.rule(method, target, headers) if gate.rule is not None else None

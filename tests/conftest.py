@@ -63,6 +63,8 @@ THOROUGH = (
     "test_outage.py::test_a_stopped_process_longer_than_the_read_timeout_goes_on[botocore]",
     "test_credentials.py::test_credentials_are_refreshed_before_they_expire[botocore]",
     "test_credentials.py::test_a_refresh_that_fails_stops_like_ctrl_c[botocore]",
+    # StopRun through --state is covered by test_credentials.py's expired token in a state run
+    "test_state_outage.py::test_past_the_outage_timeout_a_state_run_stops_like_ctrl_c_and_the_resume_completes",
 )
 
 

@@ -214,3 +214,48 @@ def test_clock_skew_is_one_line_saying_how_far_off(seaweed: Store, manifest: str
     line = _one_error_line(r.stderr)
     assert "clock" in line.lower() and "20 min" in line and "behind" in line, line
     assert seaweed.history(dst) == {}
+
+
+def test_expired_token_in_a_state_run_stops_like_ctrl_c_and_the_resume_completes(night: Night, tmp_path: Path) -> None:
+    """The same in a multi-shard run (`copy --state s3://…`, local workers): the state location is reached
+    with the replica's profile, so its lease writes are refused too. Every shard stops as after Ctrl-C,
+    one line, exit 2, the resume command; no shard file records a FAILED version; the resume takes the
+    shards over (their leases lapse) and completes exact."""
+    s = night.store
+    src, dst = s.buckets()
+    ctl, _ = s.buckets(versioned=False, dest_versioned=False)
+    total = seed_many(s, src, 1200)
+    state = f"s3://{ctl}/run/"
+    args = [
+        "copy", f"s3://{src}", f"s3://{dst}", "--state", state, "--json", "--shards", "4",
+        "--source-profile", PROFILE, "--dest-profile", PROFILE, "--concurrency", "8", "--max-rps", "200",
+        "--lease-seconds", "2", "--settle-seconds", "1", "--checkpoint-seconds", "0.5",
+    ]  # fmt: skip
+    p = night.start(*args)
+    try:
+        wait_until(lambda: s.client.list_objects_v2(Bucket=dst).get("KeyCount", 0) >= 200 or p.poll() is not None)
+        assert p.poll() is None, "the copy ended before the credentials could expire: seed more keys"
+        night.revoke_all()
+        _, err = p.communicate(timeout=240)
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            p.communicate()
+    assert p.returncode == 2, (p.returncode, err)
+    line = _one_error_line(err)
+    assert PROFILE in line and "expired" in line.lower(), line
+    assert "To resume, run: backfill copy" in err, err
+    # The shard files the leases name (read past the gate): nothing FAILED for the credentials.
+    for o in s.client.list_objects_v2(Bucket=ctl, Prefix="run/shards/").get("Contents", []):
+        if o["Key"].endswith(".db"):
+            path = tmp_path / o["Key"].rpartition("/")[2]
+            path.write_bytes(s.client.get_object(Bucket=ctl, Key=o["Key"])["Body"].read())
+            assert _states(str(path)).get(2, 0) == 0, f"{o['Key']}: versions marked FAILED for expired credentials"
+    r = night.run(*args)
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["job"]["failed"] == 0
+    assert_exact_replica(s, src, dst)
+    merged = tmp_path / "merged.db"
+    r = night.run("status", "--state", state, "--profile", PROFILE, "--json", "--merge-to", str(merged))
+    assert r.code == 0, r.stderr
+    assert _states(str(merged)) == {1: total}

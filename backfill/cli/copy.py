@@ -18,6 +18,7 @@ from backfill.cli.options import (
     JsonOut,
     LeaseSeconds,
     MaxRps,
+    OutageTimeout,
     ProgressInterval,
     SideOptions,
     default_manifest,
@@ -100,13 +101,7 @@ def copy(
         ),
     ] = None,
     progress_interval: ProgressInterval = 30.0,
-    outage_timeout: Annotated[
-        float,
-        typer.Option(
-            help="Seconds the endpoint may stay unreachable (the run pauses meanwhile) before the run stops "
-            "like Ctrl-C, exit 2, to be resumed."
-        ),
-    ] = 15 * 60.0,
+    outage_timeout: OutageTimeout = 15 * 60.0,
     state: Annotated[
         str | None,
         typer.Option(

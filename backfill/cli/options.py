@@ -210,6 +210,13 @@ CheckpointSeconds = Annotated[
 JsonOut = Annotated[bool, typer.Option("--json", help="Print a machine-readable summary on stdout.")]
 MaxRps = Annotated[float | None, typer.Option(help="At most this many requests per second.")]
 ProgressInterval = Annotated[float, typer.Option(help="Seconds between progress lines when not on a terminal.")]
+OutageTimeout = Annotated[
+    float,
+    typer.Option(
+        help="Seconds the endpoint (or the state location) may stay unreachable (the run pauses meanwhile) "
+        "before the run stops like Ctrl-C, exit 2, to be resumed."
+    ),
+]
 
 
 def endpoint(side_value: str | None, shared: str | None) -> str | None:

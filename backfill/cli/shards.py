@@ -17,13 +17,14 @@ from typing import Annotated
 import anyio
 import typer
 
-from backfill.cli.guard import fail, guard
+from backfill.cli.guard import fail, guard, resume_hint
 from backfill.cli.options import (
     DEFAULT_SIDES,
     CheckpointSeconds,
     JsonOut,
     LeaseSeconds,
     MaxRps,
+    OutageTimeout,
     ProgressInterval,
     SideOptions,
     endpoint,
@@ -160,8 +161,10 @@ def sharded_copy(cfg: RunConfig, sh: Sharding, *, json_out: bool) -> JobResult |
         here = functools.partial(
             run_here, plan, cfg, sh.state, sh.access, sh.settings, shards, parallel=sh.parallel, out=sys.stderr
         )
-        result = guard(lambda: anyio.run(here))
+        result = guard(lambda: anyio.run(here), resumable=True)
     print_job(result, json_out)
+    if result.resumable:  # a Dask task stopped by an outage or expired credentials (local: guard says it)
+        typer.echo(resume_hint(), err=True)
     return result
 
 
@@ -211,6 +214,7 @@ def run_shards(
     ] = None,
     json_out: JsonOut = False,
     progress_interval: ProgressInterval = 30.0,
+    outage_timeout: OutageTimeout = 15 * 60.0,
 ) -> None:
     """Run shards INDEX, INDEX+COUNT, … of a planned job (a Kubernetes Indexed Job or AWS Batch array member)."""
     i = _from_env(index, "JOB_COMPLETION_INDEX", "AWS_BATCH_JOB_ARRAY_INDEX")
@@ -239,12 +243,21 @@ def run_shards(
 
     def build() -> RunConfig:
         src, dst = sides.build(plan.source, plan.dest)
-        return plan.run_config(src, dst, concurrency=concurrency, max_rps=max_rps, progress_interval=progress_interval)
+        return plan.run_config(
+            src,
+            dst,
+            concurrency=concurrency,
+            max_rps=max_rps,
+            progress_interval=progress_interval,
+            outage_timeout=outage_timeout,
+        )
 
     cfg = guard(build)
     mine = list(plan.shards)[i::n]
     typer.echo(f"state: {state}; index {i} of {n}: {len(mine)} of {len(plan.shards)} shards", err=True)
     here = functools.partial(run_here, plan, cfg, state, access, settings, mine, parallel=parallel, out=sys.stderr)
-    result = guard(lambda: anyio.run(here))
+    result = guard(lambda: anyio.run(here), resumable=True)
     print_job(result, json_out)
+    if result.interrupted and not result.errors:
+        typer.echo(resume_hint(), err=True)
     raise typer.Exit(result.exit_code)

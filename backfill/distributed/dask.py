@@ -15,8 +15,8 @@ from typing import Any, TextIO
 import anyio
 
 from backfill.config import RunConfig
-from backfill.distributed.store import StateAccess, open_store
-from backfill.errors import UserError, first_error
+from backfill.distributed.store import StateAccess, open_store, watch_reachability
+from backfill.errors import StopRun, UserError, first_error
 from backfill.models import Shard
 from backfill.pipeline.sides import open_sides
 from backfill.pipeline.summary import counts
@@ -83,6 +83,7 @@ def dask_shard_task(
 
         async with open_store(state, access) as store, open_sides(cfg) as sides, anyio.create_task_group() as tg:
             tg.start_soon(publish)
+            watch_reachability(store, sides, cfg.outage_timeout)
             try:
                 o = await run_shard(cfg, identity, created, shard, store, sides, settings, out=out, counters=c)
                 o.pacing = sides.pacing()  # these sides served this attempt alone
@@ -94,9 +95,9 @@ def dask_shard_task(
     try:
         return anyio.run(main)
     except BaseException as exc:
-        err = first_error(exc, UserError)
-        if err is not None:
-            return {"shard": shard.id, "error": str(err)}  # retrying will not help: tell the driver
+        err = first_error(exc, StopRun) or first_error(exc, UserError)
+        if err is not None:  # retrying will not help: tell the driver
+            return {"shard": shard.id, "error": str(err), "resumable": isinstance(err, StopRun)}
         raise  # Dask retries the task (a lease lost to a live attempt: the retry waits for it)
 
 
@@ -177,6 +178,7 @@ def run_dask(
                     continue
                 if "error" in d:
                     result.errors.append(str(d["error"]))
+                    result.resumable = bool(d.get("resumable"))
                     client.cancel(futures)  # a refusal (credentials, permissions) stops the job
                     return
                 result.add(d)

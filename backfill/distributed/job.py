@@ -73,6 +73,7 @@ class JobResult:
     reasons: dict[str, int] = field(default_factory=dict)
     shards_done: int = 0  # shards that ended this run (or were already complete)
     errors: list[str] = field(default_factory=list)
+    resumable: bool = False  # the errors are a stop (an outage past --outage-timeout, expired credentials)
     interrupted: bool = False
     pacing: PaceStats = field(default_factory=PaceStats)
     first_copy_wall: float | None = None  # the earliest first copy of the shards

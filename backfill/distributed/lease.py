@@ -3,6 +3,11 @@
 Steps 1 (claim) and 2 (hold) of the protocol described in backfill.distributed.shard:
 conditional writes on one small JSON object per shard, renewed every lease_seconds/4,
 compared by ETag only (never by another machine's clock).
+
+An outage of the state location (pacing.EndpointHealth pauses its requests) is a lapse like a
+suspend: copies go on while the last renewal is fresh, then wait; the first renewal after the
+outage (If-Match on our last ETag) re-validates the lease, or finds it taken over (LeaseLost: this
+attempt stops copying the shard). Past --outage-timeout the renewal raises OutageTimeout.
 """
 
 from __future__ import annotations
@@ -113,8 +118,15 @@ class Holder:
                     # Shielded: a write cancelled after it went out may still land, and we would then
                     # hold a stale ETag and take our own write for a takeover at the next one. (The
                     # store itself recognises a write of ours whose answer was lost.)
-                    with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self.ttl):
+                    with anyio.CancelScope(shield=True, deadline=anyio.current_time() + self.ttl) as scope:
                         self.etag = await self.store.put(lease_name(new.shard), body, if_match=self.etag)
+                    if scope.cancelled_caught:
+                        # No answer within a lease (the state location paused by an outage, pacing.
+                        # EndpointHealth): not renewed, so valid_until stays and copies wait. The same
+                        # bytes again: if the first landed after all, the store recognises them. First
+                        # an unshielded checkpoint, so that a stop of the run (Ctrl-C twice) gets through.
+                        await anyio.lowlevel.checkpoint()
+                        continue
                 except Conflict:
                     self._lose()
                     raise LeaseLost(

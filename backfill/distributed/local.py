@@ -9,7 +9,8 @@ from typing import TextIO
 import anyio
 
 from backfill.config import RunConfig
-from backfill.distributed.store import StateAccess, open_store
+from backfill.distributed.store import StateAccess, open_store, watch_reachability
+from backfill.errors import StopRun, first_error
 from backfill.models import Shard
 from backfill.pipeline.sides import open_sides
 from backfill.pipeline.stopping import Stopper
@@ -37,7 +38,9 @@ async def run_here(
     result = JobResult(state, engine, len(shards))
     progress = JobProgress(len(shards))
     started = time.monotonic()
+    stopped_by: list[StopRun] = []
     async with open_store(state, access) as store, open_sides(cfg) as sides:
+        watch_reachability(store, sides, cfg.outage_timeout)
         slots = anyio.CapacityLimiter(parallel)
 
         async with anyio.create_task_group() as background:
@@ -70,6 +73,15 @@ async def run_here(
                         # Not an error of the job: the attempt that holds the lease finishes the shard.
                         print(f"{exc}; leaving the shard to that attempt", file=out, flush=True)
                         return
+                    except Exception as exc:
+                        # An outage past --outage-timeout, expired credentials: every shard stops as
+                        # after Ctrl-C (each hands its shard on), then the run ends with this one line.
+                        stop = first_error(exc, StopRun)
+                        if stop is None:
+                            raise
+                        stopped_by.append(stop)
+                        stopper.stop(message=False)
+                        return
                     result.add(o)
                     progress.shards_done += 1
 
@@ -81,5 +93,7 @@ async def run_here(
                     work.start_soon(one, s)
             background.cancel_scope.cancel()
         result.pacing = sides.pacing()  # the shards shared these sides: their figures, once
+    if stopped_by:
+        raise stopped_by[0]
     result.elapsed = time.monotonic() - started
     return result

@@ -42,7 +42,7 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ import anyio
 
 from backfill.config import RunConfig
 from backfill.distributed.store import Store, checkpoint_name
-from backfill.errors import RetryableError, UserError
+from backfill.errors import RetryableError, StopRun, UserError
 from backfill.manifest import Manifest
 from backfill.models import Shard
 from backfill.pipeline.run import Hooks, RunResult, run_pipeline
@@ -151,6 +151,7 @@ class _Attempt:
         self.generation = self.holder.lease.generation
         self.mine = checkpoint_name(shard.id, self.generation)
         self.stopping = anyio.Event()
+        self.stopped_by: StopRun | None = None  # the state location gone past --outage-timeout, expired credentials
         self.path = Path()
         self.snap = Path()
         self.manifest: Manifest | None = None
@@ -178,6 +179,15 @@ class _Attempt:
         await anyio.to_thread.run_sync(self.manifest.snapshot_to, self.snap)
         await self.store.upload(self.mine, self.snap)
         await self.holder.write(checkpoint=self.mine, **changes)
+
+    async def _stop_on(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run a background task of the lease; a StopRun from it stops the pipeline gracefully (as Ctrl-C)
+        and is raised when the attempt has stopped."""
+        try:
+            await task()
+        except StopRun as exc:
+            self.stopped_by = self.stopped_by or exc
+            self.stopping.set()
 
     async def _periodic(self) -> None:
         with contextlib.suppress(LeaseLost):  # _relay stops the run
@@ -228,7 +238,7 @@ class _Attempt:
             result: RunResult | None = None
             error: Exception | None = None
             async with anyio.create_task_group() as tg:
-                tg.start_soon(holder.keep_alive)
+                tg.start_soon(self._stop_on, holder.keep_alive)
                 tg.start_soon(self._relay, holder.lost_event)
                 if shutdown is not None:
                     tg.start_soon(self._relay, shutdown)
@@ -240,7 +250,7 @@ class _Attempt:
                     with anyio.move_on_after(self.settle):
                         await self.stopping.wait()
                 if not self.stopping.is_set():
-                    tg.start_soon(self._periodic)
+                    tg.start_soon(self._stop_on, self._periodic)
                     if die_after is not None:
                         tg.start_soon(self._test_die, die_after)
                     try:
@@ -250,6 +260,7 @@ class _Attempt:
                 tg.cancel_scope.cancel()
             if holder.lost:
                 raise LeaseLost(f"shard {shard.id}: another attempt took the lease over (or the lease lapsed)")
+            error = error or self.stopped_by
             totals = manifest.summary().totals()
             if error is not None:
                 # Hand the shard on at once (no lease to wait out), with what this attempt did.

@@ -14,7 +14,10 @@ name; the lease names the one that counts. Nothing here holds credentials; local
 are created 0600.
 
 An s3:// location is reached with a client of backfill.s3's factory; its requests are
-retried by pacing.Pacer, as every S3 request of a run is (see S3Store).
+retried by pacing.Pacer, as every S3 request of a run is (see S3Store). While a shard runs,
+an unreachable state location pauses its requests as an unreachable endpoint pauses the copy
+(pacing.EndpointHealth; `watch_reachability`), and the lease (distributed.lease) decides
+whether copying may go on meanwhile.
 """
 
 from __future__ import annotations
@@ -27,14 +30,17 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from botocore.exceptions import ClientError
 
 from backfill.errors import BackfillError, UserError, classify, error_code, http_status
-from backfill.pacing import Pacer, RateLimiter
-from backfill.s3 import new_session, open_client
+from backfill.pacing import EndpointHealth, Pacer, RateLimiter
+from backfill.s3 import new_session, open_client, who
+
+if TYPE_CHECKING:
+    from backfill.pipeline.sides import Sides
 
 JOB = "job.json"
 
@@ -203,12 +209,18 @@ class S3Store:
     else writes the same bytes.
     """
 
-    def __init__(self, client: Any, bucket: str, prefix: str, pacer: Pacer | None = None) -> None:
+    def __init__(self, client: Any, bucket: str, prefix: str, pacer: Pacer | None = None, who: str = "") -> None:
         self.client = client
+        self.who = who  # whose credentials reach it ("profile NAME"), for a refusal's message
         self.bucket = bucket
         self.prefix = prefix
         self.url = f"s3://{bucket}/{prefix}"
         self.pacer = pacer or Pacer(None, RateLimiter(None))
+
+    @property
+    def endpoint(self) -> str:
+        """The URL its client sends requests to (botocore's resolved endpoint)."""
+        return str(self.client.meta.endpoint_url)
 
     def _key(self, name: str) -> str:
         return self.prefix + name
@@ -242,7 +254,7 @@ class S3Store:
                 raise self._refusal(exc, f"read {name}") from None
             return data, str(r["ETag"])
 
-        return await self.pacer.run(self._what(f"read {name}"), read, bucket=self.bucket)
+        return await self.pacer.run(self._what(f"read {name}"), read, bucket=self.bucket, who=self.who)
 
     async def put(self, name: str, body: bytes, *, if_match: str | None = None, create: bool = False) -> str:
         params: dict[str, Any] = {}
@@ -267,7 +279,9 @@ class S3Store:
             return got[1] if got is not None and got[0] == body else None
 
         try:
-            return await self.pacer.run(self._what(f"write {name}"), write, bucket=self.bucket, landed=landed)
+            return await self.pacer.run(
+                self._what(f"write {name}"), write, bucket=self.bucket, who=self.who, landed=landed
+            )
         except Conflict:
             etag = await landed()  # refused by our own earlier attempt, whose answer was lost?
             if etag is None:
@@ -284,7 +298,7 @@ class S3Store:
             except ClientError as exc:
                 raise self._refusal(exc, f"write {name}") from None
 
-        await self.pacer.run(self._what(f"write {name}"), write, bucket=self.bucket)
+        await self.pacer.run(self._what(f"write {name}"), write, bucket=self.bucket, who=self.who)
 
     async def download(self, name: str, path: Path) -> bool:
         got = await self.get(name)
@@ -306,7 +320,7 @@ class S3Store:
                 except ClientError as exc:
                     raise self._refusal(exc, f"list {prefix}") from None
 
-            r = await self.pacer.run(self._what(f"list {prefix}"), page, bucket=self.bucket)
+            r = await self.pacer.run(self._what(f"list {prefix}"), page, bucket=self.bucket, who=self.who)
             out.extend(o["Key"][len(self.prefix) :] for o in r.get("Contents", []))
             if not r.get("IsTruncated"):
                 return sorted(out)
@@ -320,10 +334,30 @@ class S3Store:
                 self._what(f"delete {name}"),
                 lambda: self.client.delete_object(Bucket=self.bucket, Key=key),
                 bucket=self.bucket,
+                who=self.who,
             )
         except BackfillError as exc:
             if not isinstance(exc.__cause__, ClientError):
                 raise
+
+
+def watch_reachability(store: Store, sides: Sides, timeout: float) -> None:
+    """From now on, when the s3:// state location stops answering, its requests wait (pacing.EndpointHealth).
+
+    Its health is the copy's (`sides.health`) when it is reached at the source's or the replica's
+    endpoint (the same server, the usual case: the replica's endpoint and profile reach it): one
+    outage, one line, one probe, one --outage-timeout. At another endpoint it has its own, since a
+    success of the copy's would end an outage of the state location's (and restart its timeout)
+    while it is still down.
+    """
+    if not isinstance(store, S3Store):
+        return
+    shared = sides.health
+    if shared is not None and store.endpoint in {str(b.client.meta.endpoint_url) for b in (sides.src, sides.dst)}:
+        store.pacer.health = shared
+    else:
+        notify = shared.notify if shared is not None else None
+        store.pacer.health = EndpointHealth(timeout, notify=notify, name=f"state location {store.url}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +396,7 @@ async def open_store(location: str, access: StateAccess | None = None) -> AsyncI
     session = new_session(a.profile)
     try:
         async with open_client(session, region=a.region, endpoint_url=a.endpoint_url) as client:
-            yield S3Store(client, bucket, prefix)
+            yield S3Store(client, bucket, prefix, who=who(a.profile))
     except ClientError as exc:
         raise classify(exc, what=f"the state location {location}", bucket=bucket) from None
 
