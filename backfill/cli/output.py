@@ -73,12 +73,15 @@ def copy_lines(s: Mapping[str, Any]) -> list[str]:
         f"job: {j['copied']:,} of {j['versions']:,} versions copied, {j['failed']:,} failed, "
         f"{j['skipped']:,} skipped, {j['pending']:,} pending; shards listed {j['shards_listed']}/{shards}"
     )
-    if j.get("left_to_replication") or j.get("current_fixes") or t.get("replication_heads"):
+    if j.get("left_to_replication") or t.get("replication_heads"):
         out.append(
-            f"live replication: {j.get('left_to_replication', 0):,} versions left to it (written after its rule), "
-            f"{j.get('current_fixes', 0):,} keys given a final copy of their current version "
-            f"(replication had delivered it before older versions were copied); "
+            f"live replication: {j.get('left_to_replication', 0):,} versions left to it (written after its rule); "
             f"{t.get('replication_heads', 0):,} HEADs this run"
+        )
+    if j.get("current_fixes"):
+        out.append(
+            f"{j['current_fixes']:,} keys given a final copy of their current version (older versions had been "
+            "copied on top of it: replication delivered it first, or they were copied by a later run)"
         )
     for reason, n in list(s["problems"].items())[:10]:
         out.append(f"  {n:,} × {reason}")

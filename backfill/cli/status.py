@@ -117,7 +117,7 @@ def status(
         if archived:
             lines.append(f"  {archived:,} still archived: restore them (RestoreObject), then run the copy again")
         if s.current_fixes:
-            lines.append(f"  {s.current_fixes:,} keys got a final copy of their current version (live replication)")
+            lines.append(f"  {s.current_fixes:,} keys got a final copy of their current version (after older versions)")
         for reason, n in reasons.items():
             lines.append(f"  {n:,} × {reason}")
         for p in problems:
