@@ -181,6 +181,8 @@ class Manifest:
     def __init__(self, path: str, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
+        self._durable = True  # synchronous=FULL, as _prepare sets it
+        self._wal = False
 
     # --- opening -------------------------------------------------------------
 
@@ -226,7 +228,7 @@ class Manifest:
         read an older schema as it is.
         """
         conn, path = self.conn, self.path
-        conn.execute("PRAGMA journal_mode=WAL")
+        self._wal = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"  # else every commit is durable
         conn.execute("PRAGMA synchronous=FULL")  # a committed write-ahead row must survive a power cut
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
@@ -279,12 +281,17 @@ class Manifest:
                 "pass a different --manifest, or rerun with that job's arguments"
             )
 
+    def reader(self) -> Manifest:
+        """A second, read-only connection (each read sees what was committed by then)."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        return Manifest(self.path, conn)
+
     def snapshot(self) -> Manifest:
         """A second, read-only connection that sees the manifest as it is now, and only that."""
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-        conn.execute("BEGIN")
-        conn.execute("SELECT count(*) FROM shard").fetchone()  # pins the WAL snapshot
-        return Manifest(self.path, conn)
+        m = self.reader()
+        m.conn.execute("BEGIN")
+        m.conn.execute("SELECT count(*) FROM shard").fetchone()  # pins the WAL snapshot
+        return m
 
     def snapshot_to(self, target: Path) -> None:
         """A consistent single-file copy of this (live, WAL) manifest at `target`, created 0600.
@@ -326,7 +333,13 @@ class Manifest:
         self.conn.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """durable: fsync the commit (synchronous=FULL). Else (NORMAL, in WAL mode) it survives a crash of the
+        process, not a power cut, until the next durable commit fsyncs the write-ahead log it is in."""
+        durable = durable or not self._wal
+        if durable != self._durable:
+            self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
@@ -388,6 +401,48 @@ class Manifest:
                 "UPDATE shard SET marker = coalesce(?, marker), listed = ? WHERE id = ?",
                 (marker, 1 if done else 0, shard),
             )
+
+    @staticmethod
+    def write_spill(c: sqlite3.Connection, shard: int, versions: list[Version], first: int) -> None:
+        """Part of a key's history too long to hold while it is listed (pipeline/lister.py), newest first from
+        position `first` (0: afresh). It waits in a TEMP table (gone with the connection: a key listed in part
+        is listed again) until its end is listed, then is written ahead with that page (settle_spill)."""
+        if first == 0:
+            c.execute("CREATE TABLE IF NOT EXISTS temp.spill (shard, n, key, vid, size, etag, dm, sc)")
+            c.execute("DELETE FROM temp.spill WHERE shard = ?", (shard,))
+        rows = [
+            (shard, n, v.key, v.version_id, v.size, v.etag or None, v.is_delete_marker or None, v.storage_class or None)
+            for n, v in enumerate(versions, first)
+        ]
+        c.executemany("INSERT INTO temp.spill VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    @staticmethod
+    def settle_spill(c: sqlite3.Connection, shard: int) -> None:
+        """The shard's spilled history as pending versions, seq 0 the oldest (in the page's transaction)."""
+        c.execute(
+            "INSERT INTO version (key, seq, shard, vid, state, size, etag, dm, sc) "
+            "SELECT key, (SELECT count(*) FROM temp.spill WHERE shard = ?1) - 1 - n, shard, vid, 0, size, etag, dm, sc "
+            "FROM temp.spill WHERE shard = ?1",
+            (shard,),
+        )
+        c.execute("DELETE FROM temp.spill WHERE shard = ?", (shard,))
+
+    @staticmethod
+    def block_after(c: sqlite3.Connection, key: str, seq: int, why: str) -> None:
+        """A version of `key` failed: its pending versions after `seq` fail behind it (copied in order)."""
+        c.execute(
+            "UPDATE version SET state = 2, why = ?, attempts = attempts + 1, "
+            "failed_at = (julianday('now') - 2440587.5) * 86400 WHERE key = ? AND seq > ? AND state = 0",
+            (why, key, seq),
+        )
+
+    def history(self, key: str, after_seq: int, limit: int) -> list[Item]:
+        """Up to `limit` versions of `key` after position `after_seq`, oldest first."""
+        rows = self.conn.execute(
+            "SELECT seq, vid, size, etag, dm, sc FROM version WHERE key = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (key, after_seq, limit),
+        )
+        return [Item(q, Version(key, i, n, e or "", "", bool(d), c or "")) for q, i, n, e, d, c in rows]
 
     @staticmethod
     def set_job_value(c: sqlite3.Connection, name: str, value: str) -> None:

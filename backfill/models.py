@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -69,3 +70,4 @@ class KeyJob:
     items: list[Item]
     recheck: bool = False
     known: frozenset[str] = frozenset()  # replica version IDs the manifest has for this key
+    finished: Callable[[], None] | None = None  # called once a copier is done with the job (lister.feed_in_order)
