@@ -127,7 +127,7 @@ def main(args: argparse.Namespace) -> None:
                 raise SystemExit(f"{name}: backfill exited {m.code}: {tail(work / 'out.err')}")
             return m, work
 
-        sources = dict(x.split("=", 1)[::-1] for x in args.source)  # size → a bucket seeded by hand
+        sources = dict(x.split("=", 1) for x in args.source)  # size → a bucket seeded by hand
         for size in sizes:  # every source first: each size is then measured beside the same data
             if str(size) in sources:
                 log(f"s3://{sources[str(size)]} stands for the source of {size} versions (the dry run counts them)")
@@ -141,7 +141,9 @@ def main(args: argparse.Namespace) -> None:
             )
         if args.seed_only:
             return
-        empty = [run(f"empty-dry-{i}", "scale-empty", "scale-dry-dst", "--dry-run", *lean)[0] for i in range(3)]
+        empty = [
+            run(f"empty-dry-{i}", "scale-empty", "scale-dry-dst", "--dry-run", *lean)[0] for i in range(args.dry_runs)
+        ]
         base_cpu = statistics.median(m.cpu for m in empty)
         log(f"dry run on an empty bucket: CPU {base_cpu:.2f} s, wall {statistics.median(m.wall for m in empty):.2f} s")
         for size in sizes:

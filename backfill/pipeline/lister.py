@@ -236,6 +236,7 @@ async def feed_in_order(
         job = KeyJob(shard, key, items, recheck=recheck, known=known, finished=finished.set)
         await send(out, job)
         await finished.wait()
+        job.items, job.known = [], frozenset()  # an idle copier holds on to its last job: not to a chunk
         if any(it.state is State.FAILED for it in items):
             await history.blocked(key, items[-1].seq, BLOCKED)
             return
