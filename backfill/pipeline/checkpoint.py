@@ -19,7 +19,6 @@ from backfill.models import Item, KeyJob, State, Version
 
 MAX_BATCH = 5000  # rows per transaction
 MAX_DELAY = 0.5  # seconds an outcome may wait for its transaction (each commit is an fsync)
-TICK = 0.02  # seconds between looks at the queue while a batch fills
 
 
 @dataclass(slots=True)
@@ -144,7 +143,9 @@ class Checkpoint:
         if not self._outcomes and not self._records:
             self._arrived()
         self._outcomes.append((int(state), replica_version_id, why, key, seq))
-        if len(self._outcomes) >= MAX_QUEUE:
+        if len(self._outcomes) == MAX_BATCH:
+            self._wake.set()  # a full batch need not wait for its deadline
+        elif len(self._outcomes) >= MAX_QUEUE:
             while len(self._outcomes) >= MAX_QUEUE and not self._closed:
                 self._room = anyio.Event()
                 await self._room.wait()
@@ -191,12 +192,12 @@ class Checkpoint:
                 await self._wake.wait()
                 continue
             if not self._urgent and not self._closed and len(self._outcomes) + len(self._records) < MAX_BATCH:
-                # Outcomes may wait a little, to share a transaction: look again every TICK (not a
-                # timeout per message: this runs per copy), or at once when a record is waited for.
+                # Outcomes may wait a little, to share a transaction: until the oldest has waited
+                # MAX_DELAY, a batch is full, or a record is waited for (one timer per batch).
                 remaining = self._since + MAX_DELAY - time.monotonic()
                 if remaining > 0:
                     self._wake = anyio.Event()
-                    with anyio.move_on_after(min(remaining, TICK)):
+                    with anyio.move_on_after(remaining):
                         await self._wake.wait()
                     continue
             records, self._records = self._records[:MAX_BATCH], self._records[MAX_BATCH:]
