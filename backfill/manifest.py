@@ -422,7 +422,7 @@ class Manifest:
         c.execute(
             "INSERT INTO version (key, seq, shard, vid, state, size, etag, dm, sc) "
             "SELECT key, (SELECT count(*) FROM temp.spill WHERE shard = ?1) - 1 - n, shard, vid, 0, size, etag, dm, sc "
-            "FROM temp.spill WHERE shard = ?1",
+            "FROM temp.spill WHERE shard = ?1 ORDER BY n DESC",  # oldest first: appended, pages filled
             (shard,),
         )
         c.execute("DELETE FROM temp.spill WHERE shard = ?", (shard,))

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m benchmarks longkey", description=__doc__)
     ap.add_argument("--versions", default="20000,200000", help="entries of the one key, per size, comma-separated")
     ap.add_argument("--data-dir", default=str(OUT / "longkey-seaweed"), help="SeaweedFS data directory (kept)")
+    ap.add_argument("--no-dry-run", dest="dry_run", action="store_false", help="skip the dry runs")
     args = ap.parse_args(argv)
     compile_backfill()
     sizes = [int(x) for x in args.versions.split(",")]
@@ -122,7 +123,11 @@ def main(argv: list[str] | None = None) -> None:
             make_bucket(client, "longkey-dry-dst")
         for n in sizes:
             src = f"longkey-{n}"
-            dry, _ = run(f"{n}-dry", src, "longkey-dry-dst", "--dry-run", "--json", "--http", "lean")
+            dry = (
+                run(f"{n}-dry", src, "longkey-dry-dst", "--dry-run", "--json", "--http", "lean")[0]
+                if args.dry_run
+                else None
+            )
             dst = f"longkey-dst-{stamp[-6:]}-{n}"
             make_bucket(client, dst)
             m, work = run(f"{n}-copy", src, dst, "--versions", "all", "--json", "--manifest", "m.db", "--http", "lean")
@@ -134,8 +139,8 @@ def main(argv: list[str] | None = None) -> None:
                 "entries": n,
                 "copied": summary["this_run"]["copied"],
                 "history_exact": exact,
-                "dry_run_peak_rss_mib": round(dry.max_rss_kib / 1024, 1),
-                "dry_run_cpu_s": round(dry.cpu, 2),
+                "dry_run_peak_rss_mib": round(dry.max_rss_kib / 1024, 1) if dry else None,
+                "dry_run_cpu_s": round(dry.cpu, 2) if dry else None,
                 "copy_peak_rss_mib": round(m.max_rss_kib / 1024, 1),
                 "copy_cpu_s": round(m.cpu, 2),
                 "copy_wall_s": round(m.wall, 1),
