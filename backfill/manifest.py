@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import heapq
 import os
-import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -31,79 +30,14 @@ from pathlib import Path
 
 from backfill.errors import UserError, first_error
 from backfill.models import Item, KeyJob, Shard, State, Version
-
-SCHEMA_VERSION = 3
-
-_SCHEMA = """
-CREATE TABLE job (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE shard (
-    id INTEGER PRIMARY KEY,
-    prefix TEXT NOT NULL,
-    after TEXT,            -- exclusive lower bound (NULL: open)
-    upto TEXT,             -- inclusive upper bound (NULL: open)
-    marker TEXT,           -- resume listing after this key (all its versions are in `version`)
-    listed INTEGER NOT NULL DEFAULT 0   -- 1: the whole shard is in `version`
-);
--- One row per version or delete marker. seq: position in the key's history, 0 = oldest.
--- state: 0 pending, 1 copied, 2 failed, 3 skipped. dm: 1 for a delete marker.
--- sc: storage class when not STANDARD. why: the reason for failed/skipped.
-CREATE TABLE version (
-    key TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    shard INTEGER NOT NULL,
-    vid TEXT NOT NULL,
-    state INTEGER NOT NULL,
-    size INTEGER NOT NULL,
-    etag TEXT,
-    dm INTEGER,
-    sc TEXT,
-    rvid TEXT,
-    why TEXT,
-    PRIMARY KEY (key, seq)
-) WITHOUT ROWID;
--- Small: holds only unfinished rows (pending, failed), which a resume must revisit.
-CREATE INDEX version_todo ON version (shard, key, seq) WHERE state IN (0, 2);
-"""
-
-# Schema changes, each from user_version n-1 to n: a manifest of an older schema is upgraded when a
-# copy opens it. (Statements are split at semicolons: none in comments.)
-_MIGRATIONS = {
-    2: """
--- Multipart uploads begun in the replica and not yet completed or aborted (written ahead).
--- key: the replica's key. upload_id: NULL until CreateMultipartUpload answered.
--- started: the local time (Unix seconds) just before CreateMultipartUpload was sent.
-CREATE TABLE upload (token TEXT PRIMARY KEY, key TEXT NOT NULL, upload_id TEXT, started REAL NOT NULL) WITHOUT ROWID;
-""",
-    3: """
--- attempts: outcomes recorded for the version (runs that tried it). failed_at: Unix time of its last failure.
-ALTER TABLE version ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE version ADD COLUMN failed_at REAL;
--- Skipped versions that a later run may be able to copy (archived ones once restored, SSE-C ones once the
--- key is given): a resume revisits them too. The WHERE is RETRY_WHERE, word for word (SQLite uses a partial
--- index only for a query with the same condition).
-CREATE INDEX IF NOT EXISTS version_retry ON version (shard, key, seq)
-    WHERE state = 3 AND (why LIKE 'archived%' OR why LIKE 'SSE-C%');
--- Keys whose replica got a final copy of the source's current version, because live replication had
--- delivered it before the backfill copied older versions on top (backfill/pipeline/replication.py).
--- vid: the source version copied again, rvid: the replica version that copy made (dm 1: a delete marker).
-CREATE TABLE IF NOT EXISTS current_fix (key TEXT PRIMARY KEY, vid TEXT, rvid TEXT NOT NULL, dm INTEGER) WITHOUT ROWID;
-""",
-}
-# Skipped versions a later run retries: their reasons begin with these words (pipeline/copier.py writes them).
-RETRY_PREFIXES = ("archived", "SSE-C")
-RETRY_WHERE = "state = 3 AND (why LIKE 'archived%' OR why LIKE 'SSE-C%')"
-
-
-_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+)")
-
-
-def _has_column(c: sqlite3.Connection, stmt: str) -> bool:
-    """Whether `stmt` adds a column the table already has (a file whose schema was rebuilt by hand)."""
-    m = _ADD_COLUMN.search(stmt)
-    return m is not None and m.group(2) in {r[1] for r in c.execute(f"PRAGMA table_info({m.group(1)})")}
-
-
-_MERGED = ("shard", "version", "upload", "current_fix")  # the tables a shard's file adds to a merged manifest
+from backfill.schema import (
+    MERGED_TABLES,
+    MIGRATIONS,
+    RETRY_WHERE,
+    SCHEMA,
+    SCHEMA_VERSION,
+    has_column,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +115,8 @@ class Manifest:
     def __init__(self, path: str, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
+        self._durable = True  # synchronous=FULL, as _prepare sets it
+        self._wal = False
 
     # --- opening -------------------------------------------------------------
 
@@ -226,7 +162,7 @@ class Manifest:
         read an older schema as it is.
         """
         conn, path = self.conn, self.path
-        conn.execute("PRAGMA journal_mode=WAL")
+        self._wal = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"  # else every commit is durable
         conn.execute("PRAGMA synchronous=FULL")  # a committed write-ahead row must survive a power cut
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
@@ -253,14 +189,14 @@ class Manifest:
     def _migrate(self, version: int) -> None:
         with self.transaction() as c:
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                for stmt in _MIGRATIONS[target].split(";"):
-                    if stmt.strip() and not _has_column(c, stmt):
+                for stmt in MIGRATIONS[target].split(";"):
+                    if stmt.strip() and not has_column(c, stmt):
                         c.execute(stmt)
             c.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     def _create(self, identity: dict[str, str]) -> None:
         with self.transaction():
-            for stmt in (_SCHEMA + ";".join(_MIGRATIONS.values())).split(";"):
+            for stmt in (SCHEMA + ";".join(MIGRATIONS.values())).split(";"):
                 if stmt.strip():
                     self.conn.execute(stmt)
             self.conn.executemany("INSERT INTO job VALUES (?, ?)", sorted(identity.items()))
@@ -279,12 +215,17 @@ class Manifest:
                 "pass a different --manifest, or rerun with that job's arguments"
             )
 
+    def reader(self) -> Manifest:
+        """A second, read-only connection (each read sees what was committed by then)."""
+        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        return Manifest(self.path, conn)
+
     def snapshot(self) -> Manifest:
         """A second, read-only connection that sees the manifest as it is now, and only that."""
-        conn = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
-        conn.execute("BEGIN")
-        conn.execute("SELECT count(*) FROM shard").fetchone()  # pins the WAL snapshot
-        return Manifest(self.path, conn)
+        m = self.reader()
+        m.conn.execute("BEGIN")
+        m.conn.execute("SELECT count(*) FROM shard").fetchone()  # pins the WAL snapshot
+        return m
 
     def snapshot_to(self, target: Path) -> None:
         """A consistent single-file copy of this (live, WAL) manifest at `target`, created 0600.
@@ -313,7 +254,7 @@ class Manifest:
         self.conn.execute("ATTACH DATABASE ? AS other", (str(path),))
         try:
             with self.transaction() as c:
-                for table in _MERGED:
+                for table in MERGED_TABLES:
                     mine = [r[1] for r in c.execute(f"PRAGMA main.table_info({table})")]
                     theirs = {r[1] for r in c.execute(f"PRAGMA other.table_info({table})")}
                     cols = ", ".join(f'"{n}"' for n in mine if n in theirs)
@@ -326,7 +267,13 @@ class Manifest:
         self.conn.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """durable: fsync the commit (synchronous=FULL). Else (NORMAL, in WAL mode) it survives a crash of the
+        process, not a power cut, until the next durable commit fsyncs the write-ahead log it is in."""
+        durable = durable or not self._wal
+        if durable != self._durable:
+            self.conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
@@ -388,6 +335,48 @@ class Manifest:
                 "UPDATE shard SET marker = coalesce(?, marker), listed = ? WHERE id = ?",
                 (marker, 1 if done else 0, shard),
             )
+
+    @staticmethod
+    def write_spill(c: sqlite3.Connection, shard: int, versions: list[Version], first: int) -> None:
+        """Part of a key's history too long to hold while it is listed (pipeline/lister.py), newest first from
+        position `first` (0: afresh). It waits in a TEMP table (gone with the connection: a key listed in part
+        is listed again) until its end is listed, then is written ahead with that page (settle_spill)."""
+        if first == 0:
+            c.execute("CREATE TABLE IF NOT EXISTS temp.spill (shard, n, key, vid, size, etag, dm, sc)")
+            c.execute("DELETE FROM temp.spill WHERE shard = ?", (shard,))
+        rows = [
+            (shard, n, v.key, v.version_id, v.size, v.etag or None, v.is_delete_marker or None, v.storage_class or None)
+            for n, v in enumerate(versions, first)
+        ]
+        c.executemany("INSERT INTO temp.spill VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    @staticmethod
+    def settle_spill(c: sqlite3.Connection, shard: int) -> None:
+        """The shard's spilled history as pending versions, seq 0 the oldest (in the page's transaction)."""
+        c.execute(
+            "INSERT INTO version (key, seq, shard, vid, state, size, etag, dm, sc) "
+            "SELECT key, (SELECT count(*) FROM temp.spill WHERE shard = ?1) - 1 - n, shard, vid, 0, size, etag, dm, sc "
+            "FROM temp.spill WHERE shard = ?1 ORDER BY n DESC",  # oldest first: appended, pages filled
+            (shard,),
+        )
+        c.execute("DELETE FROM temp.spill WHERE shard = ?", (shard,))
+
+    @staticmethod
+    def block_after(c: sqlite3.Connection, key: str, seq: int, why: str) -> None:
+        """A version of `key` failed: its pending versions after `seq` fail behind it (copied in order)."""
+        c.execute(
+            "UPDATE version SET state = 2, why = ?, attempts = attempts + 1, "
+            "failed_at = (julianday('now') - 2440587.5) * 86400 WHERE key = ? AND seq > ? AND state = 0",
+            (why, key, seq),
+        )
+
+    def history(self, key: str, after_seq: int, limit: int) -> list[Item]:
+        """Up to `limit` versions of `key` after position `after_seq`, oldest first."""
+        rows = self.conn.execute(
+            "SELECT seq, vid, size, etag, dm, sc FROM version WHERE key = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (key, after_seq, limit),
+        )
+        return [Item(q, Version(key, i, n, e or "", "", bool(d), c or "")) for q, i, n, e, d, c in rows]
 
     @staticmethod
     def set_job_value(c: sqlite3.Connection, name: str, value: str) -> None:

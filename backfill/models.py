@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -72,3 +73,4 @@ class KeyJob:
     # The key's newest version copied by an earlier run (not in `items`), with its replica version ID: a
     # version of `items` older than it, copied now, lands above it (pipeline/copier.py, the late copy).
     top: Item | None = None
+    finished: Callable[[], None] | None = None  # called once a copier is done with the job (lister.feed_in_order)

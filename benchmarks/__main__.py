@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
-from benchmarks import run, scale
+from benchmarks import longkey, run, scale
 
 
 def main() -> None:
@@ -16,6 +17,10 @@ def main() -> None:
         "scale", help="backfill at two sizes: memory, first copy, manifest, listing", description=scale.__doc__
     )
     scale.add_arguments(s)
+    sub.add_parser("longkey", help="one key with a long history: memory while it is listed and copied", add_help=False)
+    if len(sys.argv) > 1 and sys.argv[1] == "longkey":
+        longkey.main(sys.argv[2:])
+        return
     args = ap.parse_args()
     if args.command == "run":
         run.main(args)

@@ -70,14 +70,21 @@ class ScaleResult:
     manifest_bytes_per_version: float
     checkpoint_us_per_version: float | None
     checkpoint_share: float | None  # of the copy's CPU per version
+    status_wall: float | None = None  # `backfill status --manifest` on the copy's manifest
+    status_rss_mib: float | None = None
+    verify_wall: float | None = None  # `backfill verify --manifest` of the copy
+    verify_cpu: float | None = None
+    verify_rss_mib: float | None = None
 
 
 def log(msg: str) -> None:
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
-def _backfill(target: Target, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "backfill", "copy", f"s3://{target.src}", f"s3://{target.dst}", *extra]
+def _backfill(target: Target, *extra: str, command: str = "copy") -> list[str]:
+    if command == "status":
+        return [sys.executable, "-m", "backfill", "status", *extra]
+    return [sys.executable, "-m", "backfill", command, f"s3://{target.src}", f"s3://{target.dst}", *extra]
 
 
 def count_versions(client: Any, bucket: str) -> int:
@@ -107,17 +114,24 @@ def main(args: argparse.Namespace) -> None:
             if not any(b["Name"] == bucket for b in client.list_buckets().get("Buckets", [])):
                 make_bucket(client, bucket)
 
-        def run(name: str, src: str, dst: str, *extra: str) -> tuple[Any, Path]:
+        def run(
+            name: str, src: str, dst: str, *extra: str, command: str = "copy", cwd: Path | None = None
+        ) -> tuple[Any, Path]:
             work = out_dir / name
             work.mkdir()
             t = Target(s3.endpoint_url, s3.access_key, s3.secret_key, src, dst, work)
             wait_idle(s3.pid)  # not while the server still reclaims an earlier bucket
-            m = measure(pinned(_backfill(t, *extra), CLIENT_CPU), env=backfill_env(t), log=work / "out", cwd=work)
+            cmd = pinned(_backfill(t, *extra, command=command), CLIENT_CPU)
+            m = measure(cmd, env=backfill_env(t), log=work / "out", cwd=cwd or work)
             if m.code != 0:
                 raise SystemExit(f"{name}: backfill exited {m.code}: {tail(work / 'out.err')}")
             return m, work
 
+        sources = dict(x.split("=", 1) for x in args.source)  # size → a bucket seeded by hand
         for size in sizes:  # every source first: each size is then measured beside the same data
+            if str(size) in sources:
+                log(f"s3://{sources[str(size)]} stands for the source of {size} versions (the dry run counts them)")
+                continue
             shape = Shape(size // k, k, markers=False)
             t0 = time.monotonic()
             seeded = ensure_seeded(client, s3.endpoint_url, s3.env(), f"scale-{size}-{k}", shape, data_dir, s5cmd)
@@ -127,12 +141,16 @@ def main(args: argparse.Namespace) -> None:
             )
         if args.seed_only:
             return
-        empty = [run(f"empty-dry-{i}", "scale-empty", "scale-dry-dst", "--dry-run", *lean)[0] for i in range(3)]
+        empty = [
+            run(f"empty-dry-{i}", "scale-empty", "scale-dry-dst", "--dry-run", *lean)[0] for i in range(args.dry_runs)
+        ]
         base_cpu = statistics.median(m.cpu for m in empty)
         log(f"dry run on an empty bucket: CPU {base_cpu:.2f} s, wall {statistics.median(m.wall for m in empty):.2f} s")
         for size in sizes:
-            src = f"scale-{size}-{k}"
-            dry = [run(f"{size}-dry-{i}", src, "scale-dry-dst", "--dry-run", "--json", *lean) for i in range(3)]
+            src = sources.get(str(size), f"scale-{size}-{k}")
+            dry = [
+                run(f"{size}-dry-{i}", src, "scale-dry-dst", "--dry-run", "--json", *lean) for i in range(args.dry_runs)
+            ]
             listed = json.loads((dry[0][1] / "out").read_text())["this_run"]["listed"]
             assert listed == size, (listed, size)
             dry_cpu = statistics.median(m.cpu for m, _ in dry)
@@ -147,7 +165,9 @@ def main(args: argparse.Namespace) -> None:
                 raise SystemExit(f"copy of {size} versions: backfill says {copies} copied, the replica holds {found}")
             manifest = sum(f.stat().st_size for f in work.glob("m.db*"))
             rate = copies / m.wall
-            probe = _checkpoint_probe(size, rate, out_dir / f"{size}-checkpoint") if args.checkpoint else None
+            probe = None
+            if args.checkpoint and size <= args.probe_upto:  # it is paced at the copy's rate: as long as the copy
+                probe = _checkpoint_probe(size, rate, out_dir / f"{size}-checkpoint")
             cp_us = probe["cpu_us_per_version"] if probe else None
             r = ScaleResult(
                 versions=size,
@@ -164,6 +184,14 @@ def main(args: argparse.Namespace) -> None:
                 checkpoint_us_per_version=cp_us,
                 checkpoint_share=(cp_us / 1000) / (m.cpu * 1000 / copies) if cp_us is not None else None,
             )
+            st, _ = run(f"{size}-status", src, dst, "--manifest", str(work / "m.db"), "--json", command="status")
+            r.status_wall, r.status_rss_mib = st.wall, st.max_rss_kib / 1024
+            vf, vwork = run(
+                f"{size}-verify", src, dst, "--manifest", str(work / "m.db"), "--json", *lean, command="verify"
+            )
+            verified = json.loads((vwork / "out").read_text())
+            log(f"verify --manifest: {json.dumps(verified)[:600]}")
+            r.verify_wall, r.verify_cpu, r.verify_rss_mib = vf.wall, vf.cpu, vf.max_rss_kib / 1024
             results.append(r)
             log(json.dumps(asdict(r)))
             client.delete_bucket(Bucket=dst)  # SeaweedFS drops it with its contents
@@ -208,3 +236,17 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seed-only", action="store_true", help="seed (or check) the sources in --data-dir, then stop")
     ap.add_argument("--no-checkpoint-probe", dest="checkpoint", action="store_false", help="skip the checkpoint probe")
     ap.add_argument("--no-record", dest="record", action="store_false", help="do not append to RESULTS.md")
+    ap.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="SIZE=BUCKET",
+        help="use BUCKET, seeded beforehand with SIZE versions, as that size's source (not seeded nor checked)",
+    )
+    ap.add_argument("--dry-runs", type=int, default=3, help="dry runs per size, for the listing's median (default 3)")
+    ap.add_argument(
+        "--probe-upto",
+        type=int,
+        default=200_000,
+        help="run the checkpoint probe only up to this size (default 200,000)",
+    )

@@ -52,6 +52,7 @@ def manifest(tmp_path: Path) -> str:
 # scenario, and the botocore path wherever the paths differ in what is tested (certificates, the
 # refusals); `pytest --thorough` (or BACKFILL_THOROUGH=1) runs these too.
 THOROUGH = (
+    "test_long_history.py::test_a_long_history_is_spilled_and_copied_oldest_first_in_chunks[3000]",
     "test_tls.py::test_sigkill_then_resume_over_tls[botocore]",
     "test_tls.py::test_injected_faults_over_tls[botocore]",
     "test_outage.py::test_outage_while_listing_pauses_and_carries_on[botocore]",

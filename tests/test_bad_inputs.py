@@ -22,7 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from backfill.cli import app
-from backfill.manifest import SCHEMA_VERSION
+from backfill.schema import SCHEMA_VERSION
 from testbed.servers import IDENTITIES
 from testbed.store import Run, Store, copied_versions, shape, start_cli
 

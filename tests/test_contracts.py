@@ -263,6 +263,35 @@ async def test_checkpoint_commits_lone_outcomes_without_waiting_for_a_full_batch
         await cp.close()
 
 
+async def test_checkpoint_fsyncs_what_is_written_ahead_and_not_outcomes_alone(
+    traced: tuple[Manifest, list[list[str]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Contract: a transaction holding a page (written ahead: copies start once it is committed) is durable
+    (synchronous=FULL); one of outcomes alone is not (NORMAL: a power cut may lose it, and the versions stay
+    pending, which the next run checks against the replica before it copies them)."""
+    m, _ = traced
+    statements: list[str] = []
+    m.conn.set_trace_callback(statements.append)
+    monkeypatch.setattr(checkpoint_module, "MAX_DELAY", 0.01)
+
+    async def mixed(cp: Checkpoint) -> None:
+        for i in range(3):
+            await cp.outcome("k", i, State.COPIED, f"r{i}")
+            await anyio.sleep(0.2)  # the outcome's transaction, alone
+            page = KeyJob(0, f"l{i}", [Item(0, Version(f"l{i}", "w0", 1, "e", "t"))])
+            await cp.listed(0, [page], f"l{i}", i == 2)
+
+    await _write(m, mixed)
+    mode, modes = "FULL", []  # as opened; then the mode each transaction committed under, and what it wrote
+    for stmt in statements:
+        if stmt.startswith("PRAGMA synchronous="):
+            mode = stmt.split("=")[1]
+        elif stmt.startswith(("UPDATE version", "INSERT INTO version")):
+            modes.append((mode, stmt.split()[0]))
+    assert sorted(set(modes)) == [("FULL", "INSERT"), ("NORMAL", "UPDATE")], modes
+    assert m.versions_of("k")["v2"] == ("copied", "r2", "")
+
+
 # --- reconcile ---------------------------------------------------------------------------------
 
 

@@ -18,7 +18,7 @@ from backfill.errors import SIGNATURE_CODES, AccessDenied, ObjectError, Retryabl
 from backfill.models import Item, KeyJob, State, Version
 from backfill.pipeline.checkpoint import Checkpoint
 from backfill.pipeline.evidence import Head, HeadFn, is_our_copy, may_be_ours
-from backfill.pipeline.lister import key_pages
+from backfill.pipeline.lister import BLOCKED, key_pages
 from backfill.pipeline.replication import (
     BATCH_REPLICATION,
     REPLICA,
@@ -37,7 +37,6 @@ from backfill.s3 import SSE_C, SSE_C_SKIPPED_WHY, Bucket, Copier
 # Error codes that mean "this version cannot be had", not "this run is broken".
 _VANISHED = frozenset({"NoSuchVersion", "NoSuchKey", "404"})
 _ARCHIVED = frozenset({"InvalidObjectState", "ObjectNotInActiveTierError"})
-BLOCKED = "an earlier version of this key failed; versions are copied in order"
 LANDING_WAIT = 1.0  # seconds before looking for a write whose outcome was lost
 SETTLE_RATE = 20 * 1024 * 1024  # bytes/s a server-side copy is assumed to manage at least
 
@@ -67,6 +66,8 @@ class Workers:
                 if self.stop.is_set():
                     return  # the rest stays pending in the manifest
                 await self.copy_key(job)
+                if job.finished is not None:
+                    job.finished()
 
     async def copy_key(self, job: KeyJob) -> None:
         top = job.top

@@ -165,6 +165,8 @@ class _Producers:
                     make_job=self.make_job,
                     on_page=self.on_page,
                     pages=self.inventory.pages if self.inventory is not None else None,
+                    # a long history waits in the manifest (a latest-only copy keeps only a key's newest)
+                    history=self.checkpoint.history if self.cfg.options.versions != "latest" else None,
                 )
                 self.counters.shards_listed += 1
                 self.counters.finished_shards.add(shard.id)

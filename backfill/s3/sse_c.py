@@ -25,7 +25,7 @@ from backfill.errors import UserError
 ALGORITHM = "AES256"
 KEY_BYTES = 32
 SSE_C = "SSE-C"  # ObjectError.code of a version that needs a customer key this run does not have
-# Why such a source version is skipped (manifest.RETRY_PREFIXES: a later run retries it).
+# Why such a source version is skipped (schema.RETRY_PREFIXES: a later run retries it).
 SKIPPED_WHY = "SSE-C encrypted: pass --source-sse-c-key FILE with its customer key, then run again"
 
 
