@@ -1,10 +1,10 @@
-"""`python -m benchmarks run …` (backfill beside its peers); `python -m benchmarks scale …` (10k vs 200k)."""
+"""`python -m benchmarks run …` (backfill beside its peers); `… scale …` (10k vs 200k); `… startup …`."""
 
 from __future__ import annotations
 
 import argparse
 
-from benchmarks import run, scale
+from benchmarks import run, scale, startup
 
 
 def main() -> None:
@@ -16,9 +16,15 @@ def main() -> None:
         "scale", help="backfill at two sizes: memory, first copy, manifest, listing", description=scale.__doc__
     )
     scale.add_arguments(s)
+    u = sub.add_parser(
+        "startup", help="start-up CPU and first copy, from exec, seen on the wire", description=startup.__doc__
+    )
+    startup.add_arguments(u)
     args = ap.parse_args()
     if args.command == "run":
         run.main(args)
+    elif args.command == "startup":
+        startup.main(args)
     else:
         scale.main(args)
 

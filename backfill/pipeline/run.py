@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio import CancelScope
@@ -29,7 +29,6 @@ from backfill.models import KeyJob, Shard, Version
 from backfill.pipeline.checkpoint import Checkpoint
 from backfill.pipeline.copier import Workers, copy_workers
 from backfill.pipeline.costing import count, new_tally, priced
-from backfill.pipeline.inventory_source import InventorySource, open_inventory
 from backfill.pipeline.lister import key_job, list_shard
 from backfill.pipeline.resume import Resume
 from backfill.pipeline.shards import AUTO_TARGET, discover
@@ -38,6 +37,9 @@ from backfill.pipeline.stopping import Stopper
 from backfill.pipeline.streams import receive_all
 from backfill.progress import Counters, Display
 from backfill.s3 import Bucket, Copier
+
+if TYPE_CHECKING:
+    from backfill.pipeline.inventory_source import InventorySource
 
 MAX_LISTERS = 8
 
@@ -224,7 +226,11 @@ async def run_pipeline(
     hooks = hooks or Hooks()
     if sides.health is not None and counters.status is None:
         counters.status = sides.health.status
-    inventory = await open_inventory(cfg, sides) if cfg.inventory is not None else None
+    inventory: InventorySource | None = None
+    if cfg.inventory is not None:
+        from backfill.pipeline.inventory_source import open_inventory  # the inventory's reader, for such a run only
+
+        inventory = await open_inventory(cfg, sides)
     notice = _Notice(counters, out)
     if inventory is not None and not cfg.dry_run and not cfg.quiet:
         line = priced(cfg, sides, inventory.tally, shards=len(inventory.shards()), remaining=False).one_line()

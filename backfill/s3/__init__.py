@@ -1,13 +1,15 @@
 """The only package that talks to S3.
 
-    connect.py   sessions, the one client factory and its retry policy, open_bucket
+    connect.py   how each side is reached (lean or botocore resolution), open_bucket
+    sdk.py       aioboto3 sessions, the one botocore client factory and its retry policy (imported lazily)
     bucket.py    Bucket: access checks, bucket settings, listings, reads of one version
     copy.py      Copier: CopyObject, multipart UploadPartCopy, delete markers, aborted uploads
     listing.py   ListObjectVersions / ListObjectsV2 answers parsed from their XML, their queries
     wire.py      the lean path for the hot calls (Wire), on http1.py and sigv4.py
 
 Clients come from aioboto3 sessions (AWS CLI conventions: profiles, regions,
-AWS_ENDPOINT_URL). botocore's own retries are off; pacing.Pacer retries.
+AWS_ENDPOINT_URL). botocore's own retries are off; pacing.Pacer retries. A run
+imports the SDK only when it needs it (connect.py says when).
 
 The three requests a backfill sends by the million (CopyObject,
 ListObjectVersions, DeleteObject for a delete marker) take a lean path, `Wire`:
