@@ -11,7 +11,6 @@ retry and throttling figures (`Sides.pacing()`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -101,7 +100,6 @@ class Sides:
         )
 
 
-WARM_LIST, WARM_COPY = 16, 32  # connections opened ahead for the listings and for the copies
 Outcome = tuple[Any, Exception | None]  # a check's result, or the error it raised
 
 
@@ -163,10 +161,6 @@ async def preflight(cfg: RunConfig, src: Bucket, dst: Bucket, sessions: Sessions
         tg.start_soon(discard, src.replication)  # kept by the bucket for detect()
         if cfg.inventory is None:
             tg.start_soon(discard, lambda: src.prefetch_delimited(cfg.source.url.prefix))
-        # Connections for the first listings and copies, opened while the checks wait for their answers.
-        for bucket, n in ((src, WARM_LIST), (dst, min(cfg.concurrency, WARM_COPY))):
-            if bucket.wire is not None and not cfg.dry_run:
-                tg.start_soon(discard, functools.partial(bucket.wire.pool.warm, n))
     status = str(_result(versioning))
     state = status.lower() or "off"
     if status != "Enabled" and cfg.options.versions == "all":

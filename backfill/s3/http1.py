@@ -242,22 +242,6 @@ class Pool:
         conn.transport = transport  # uvloop may call connection_made only after this returns
         return conn
 
-    async def warm(self, n: int) -> int:
-        """Open up to `n` connections at once and keep them idle: the first requests of a run then find
-        them ready, instead of each waiting for its own connection (a round trip, two with TLS). Failures
-        are left to the requests, which connect again. Returns the connections opened."""
-        n = min(n, self.max_idle - len(self._idle))
-        if n <= 0:
-            return 0
-        opened = await asyncio.gather(*(self._connect() for _ in range(n)), return_exceptions=True)
-        conns = [c for c in opened if isinstance(c, _Conn)]
-        for c in conns:
-            if len(self._idle) < self.max_idle:
-                self._idle.append(c)
-            else:
-                c.close()
-        return len(conns)
-
     def _take(self) -> _Conn | None:
         while self._idle:
             conn = self._idle.pop()
