@@ -89,7 +89,11 @@ Plan = list[tuple[Shard, str | None, bool]]  # (shard, resume marker, listed), a
 
 
 async def _plan(
-    cfg: RunConfig, src: Bucket, manifest: Manifest | None, inventory: InventorySource | None = None
+    cfg: RunConfig,
+    src: Bucket,
+    manifest: Manifest | None,
+    inventory: InventorySource | None = None,
+    discovered: list[Shard] | None = None,
 ) -> tuple[Plan, datetime | None]:
     """The shards (with resume marker and whether listed) and when the job first started:
     the manifest's, or discovered now (and saved before any listing)."""
@@ -100,7 +104,8 @@ async def _plan(
     if inventory is not None:
         shards = inventory.shards()
     else:
-        shards = await discover(src, cfg.source.url.prefix, cfg.shards or AUTO_TARGET)
+        # `discovered`: the shards open_sides found while the preflight ran (the same discovery)
+        shards = discovered or await discover(src, cfg.source.url.prefix, cfg.shards or AUTO_TARGET)
     first_run = datetime.now(UTC)
     if manifest is not None:
         manifest.save_shards(shards)
@@ -239,7 +244,7 @@ async def run_pipeline(
         counters.known_total = inventory.tally.versions
     counters.pacing = lambda: sides.pacing().as_dict() | {"concurrency_now": sides.limiter.limit}
     resumed = manifest is not None and bool(manifest.shards())  # the estimate is of what is left
-    plan, first_run = await _plan(cfg, sides.src, manifest, inventory)
+    plan, first_run = await _plan(cfg, sides.src, manifest, inventory, sides.shards)
     counters.shards = len(plan)
     counters.shards_listed = sum(1 for _, _, listed in plan if listed)
     to_list = [(s, marker) for s, marker, listed in plan if not listed]

@@ -21,9 +21,11 @@ import anyio
 
 from backfill.config import RunConfig
 from backfill.errors import UserError
+from backfill.models import Shard
 from backfill.pacing import AdaptiveLimiter, EndpointHealth, Pacer, RateLimiter
 from backfill.pipeline.kms import kms_preflight
 from backfill.pipeline.replication import Scope, detect
+from backfill.pipeline.shards import AUTO_TARGET, discover
 from backfill.s3 import LIST_POOL, Bucket, Sessions, open_bucket, reserve_open_files
 
 
@@ -87,6 +89,7 @@ class Sides:
     preflight_heads: int = 0  # HEADs the KMS preflight sent (the estimate counts them)
     health: EndpointHealth | None = None  # shared by both pacers: an unreachable endpoint pauses the run
     replication: Scope | None = None  # the source's live replication into the replica (pipeline/replication.py)
+    shards: list[Shard] | None = None  # discovered beside the preflight (open_sides' discover_shards)
 
     def pacing(self) -> PaceStats:
         lim = self.limiter
@@ -118,7 +121,9 @@ def _result(outcome: list[Outcome]) -> Any:
     return value
 
 
-async def preflight(cfg: RunConfig, src: Bucket, dst: Bucket, sessions: Sessions) -> tuple[bool, float, int]:
+async def preflight(
+    cfg: RunConfig, src: Bucket, dst: Bucket, sessions: Sessions, page_ready: anyio.Event | None = None
+) -> tuple[bool, float, int]:
     """Refuse a replica without versioning: it cannot hold a history, nor be a replication target, and an
     overwrite there loses data. With --versions latest, --allow-unversioned copies the current versions anyway.
     Copies into `dst` also name the source's expected owner (--expected-source-owner).
@@ -128,6 +133,7 @@ async def preflight(cfg: RunConfig, src: Bucket, dst: Bucket, sessions: Sessions
     answers are judged in the order the checks always had, so a refusal is the same line whatever answers
     first; nothing is written anywhere before they all passed.
 
+    `page_ready` is set once the first listing page is in (or failed): an early discovery waits for it.
     Returns (whether Object Lock settings are carried, the versioning request's seconds, the KMS HEADs sent)."""
     dst.expect_source_owner(cfg.source.expected_owner)
     versioning: list[Outcome] = []
@@ -143,9 +149,13 @@ async def preflight(cfg: RunConfig, src: Bucket, dst: Bucket, sessions: Sessions
         return status
 
     async def listing_and_kms() -> int:
-        if cfg.inventory is not None:
-            return 0  # the job is read from a report, not a listing
-        page = await src.prefetch_versions(cfg.source.url.prefix)
+        try:
+            if cfg.inventory is not None:
+                return 0  # the job is read from a report, not a listing
+            page = await src.prefetch_versions(cfg.source.url.prefix)
+        finally:
+            if page_ready is not None:
+                page_ready.set()
         return await kms_preflight(cfg, src, sessions, page)
 
     async def discard(fn: Callable[[], Awaitable[Any]]) -> None:
@@ -189,12 +199,21 @@ def _notify(line: str) -> None:
     sys.stderr.flush()
 
 
+async def _discover_early(cfg: RunConfig, src: Bucket, page_ready: anyio.Event, out: list[list[Shard]]) -> None:
+    """Shard discovery beside the preflight: its first page is the preflight's (the bucket keeps it)."""
+    with contextlib.suppress(Exception):  # read-only and speculative: the run discovers again and meets the error
+        await page_ready.wait()
+        out.append(await discover(src, cfg.source.url.prefix, cfg.shards or AUTO_TARGET))
+
+
 @contextlib.asynccontextmanager
-async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
+async def open_sides(cfg: RunConfig, *, discover_shards: bool = False) -> AsyncIterator[Sides]:
     """Both buckets, paced, and preflighted. Raises UserError for anything the user must fix.
 
     The two buckets are opened (HeadBucket) at once; a refusal of the source is reported before one
-    of the replica, as when they were opened one after the other."""
+    of the replica, as when they were opened one after the other. `discover_shards`: a single-machine
+    run also discovers its shards while the preflight waits for answers (Sides.shards), unless a
+    manifest is there already (a resumed job keeps its shards), and cancels that when a check refuses."""
     rate = RateLimiter(cfg.max_rps)
     limiter = AdaptiveLimiter(cfg.concurrency, floor=min(4, cfg.concurrency))
     health = EndpointHealth(cfg.outage_timeout, notify=_notify)
@@ -217,6 +236,20 @@ async def open_sides(cfg: RunConfig) -> AsyncIterator[Sides]:
             )
         src: Bucket = _result(opened["source"])
         dst: Bucket = _result(opened["replica"])
-        carry_lock, rtt, heads = await preflight(cfg, src, dst, sessions)
+        shards: list[list[Shard]] = []
+        page_ready = anyio.Event()
+        refused: Exception | None = None
+        async with anyio.create_task_group() as tg:
+            if discover_shards and cfg.inventory is None and not await anyio.Path(cfg.manifest).exists():
+                tg.start_soon(_discover_early, cfg, src, page_ready, shards)
+            try:
+                carry_lock, rtt, heads = await preflight(cfg, src, dst, sessions, page_ready)
+            except Exception as exc:
+                refused = exc
+                tg.cancel_scope.cancel()
+        if refused is not None:
+            raise refused
         scope = await detect(src, dst.name, cfg.source.url.prefix, cfg.dest.url.prefix)
-        yield Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, rtt, heads, health, scope)
+        sides = Sides(src, dst, limiter, list_pacer, copy_pacer, rate, carry_lock, rtt, heads, health, scope)
+        sides.shards = shards[0] if shards else None
+        yield sides
