@@ -8,7 +8,6 @@ key's history, which a replay needs.
 
 from __future__ import annotations
 
-import html
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -39,7 +38,13 @@ def _top(doc: str, tag: str) -> str:
 
 
 def _unescape(s: str) -> str:
-    return html.unescape(s) if "&" in s else s
+    return _html_unescape(s) if "&" in s else s
+
+
+def _html_unescape(s: str) -> str:
+    import html  # its entity table costs a few ms to import: only for a listing that has an entity
+
+    return html.unescape(s)
 
 
 def parse_list_versions(body: bytes) -> VersionPage:
@@ -65,14 +70,14 @@ def parse_list_versions(body: bytes) -> VersionPage:
             if "%" in key or "+" in key:
                 key = unquote(key)
         elif "&" in key:
-            key = html.unescape(key)
+            key = _html_unescape(key)
         vid = f.get("VersionId") or "null"
         latest = f.get("IsLatest") == "true"
         if parts[i] == "Version":
             etag = f.get("ETag", "")
             if "&" in etag:  # usually: the quotes come as &quot; (AWS) or &#34; (SeaweedFS)
                 etag = etag.replace("&quot;", "").replace("&#34;", "")
-                etag = html.unescape(etag) if "&" in etag else etag
+                etag = _html_unescape(etag) if "&" in etag else etag
             sc = f.get("StorageClass", "")
             add(
                 Version(
