@@ -85,6 +85,7 @@ class Seen:
     copy_sent: bool = False
     first_copy: float | None = None  # seconds from exec to the first CopyObject's answer
     copy_cpu: float | None = None  # the tool's CPU when it sent its first CopyObject
+    timeline: list[str] = field(default_factory=list)  # "seconds-from-exec request-line", up to the first copy
     requests_before_copy: int = 0
     answered: threading.Event = field(default_factory=threading.Event)
 
@@ -136,6 +137,10 @@ class Relay:
             s.first_request = time.monotonic() - s.started
             s.first_request_cpu = process_cpu(s.pid)
         s.requests += data.count(b" HTTP/1.1\r\n")
+        if not s.copy_sent:
+            for line in data.split(b"\r\n"):
+                if line.endswith(b" HTTP/1.1"):
+                    s.timeline.append(f"{time.monotonic() - s.started:.3f} {line.decode('latin-1')[:120]}")
         if not s.copy_sent and b"\r\nx-amz-copy-source:" in data.lower():
             s.copy_sent = True
             s.copy_cpu = process_cpu(s.pid)
@@ -197,6 +202,7 @@ def one_run(relay: Relay, command: list[str], env: dict[str, str], log_to: Path,
             with contextlib.suppress(ProcessLookupError):
                 os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
+    Path(f"{log_to}.timeline").write_text("\n".join(seen.timeline) + "\n")
     return seen
 
 

@@ -55,7 +55,7 @@ class Bucket:
         self._opening = anyio.Lock()
         self.region = ""  # the region requests are signed for
         self._replication: tuple[dict[str, Any] | None, BaseException | None] | None = None
-        self._prefetched: dict[tuple[str, str], tuple[float, Any]] = {}  # the preflight's listing pages
+        self._prefetched: dict[tuple[str, str], tuple[float, Any, int]] = {}  # the preflight's pages, uses left
         self.name = name
         self.label = label  # "source" / "replica", for messages
         self.who = who  # "profile X" or "the default credentials", for messages
@@ -218,26 +218,30 @@ class Bucket:
     # --- listing -------------------------------------------------------------
 
     def _take_prefetched(self, kind: str, prefix: str) -> Any:
-        """A first page the preflight listed (once, and only within PREFETCH_FRESH seconds), or None."""
-        at, page = self._prefetched.pop((kind, prefix), (0.0, None))
+        """A first page the preflight listed (as many times as it was kept for, within PREFETCH_FRESH seconds)."""
+        at, page, uses = self._prefetched.pop((kind, prefix), (0.0, None, 0))
+        if uses > 1:
+            self._prefetched[(kind, prefix)] = (at, page, uses - 1)
         return page if time.monotonic() - at <= PREFETCH_FRESH else None
 
     async def prefetch_versions(self, prefix: str) -> VersionPage:
-        """The first 1,000-entry version page of `prefix`, listed now and kept for the next same request
-        (shard discovery's first one): the preflight lists it while its checks run."""
+        """The first 1,000-entry version page of `prefix`, listed now and kept for the next two requests of
+        it: shard discovery's first one, and the first listing of the shard that starts the key range (a
+        page with more entries than that listing asks for: its next marker says where the next one starts).
+        The preflight lists it while its checks run."""
         page = await self.list_versions(prefix, None, None, 1000)
-        self._prefetched[("versions", prefix)] = (time.monotonic(), page)
+        self._prefetched[("versions", prefix)] = (time.monotonic(), page, 2)
         return page
 
     async def prefetch_delimited(self, prefix: str) -> None:
         """The first delimited page of `prefix` (shard discovery's second request), listed now and kept."""
         page = await self.list_delimited(prefix, 1000)
-        self._prefetched[("delimited", prefix)] = (time.monotonic(), page)
+        self._prefetched[("delimited", prefix)] = (time.monotonic(), page, 1)
 
     async def list_versions(
         self, prefix: str, key_marker: str | None, version_id_marker: str | None, max_keys: int = 1000
     ) -> VersionPage:
-        if key_marker is None and max_keys == 1000 and self._prefetched:
+        if key_marker is None and max_keys <= 1000 and self._prefetched:
             prefetched: VersionPage | None = self._take_prefetched("versions", prefix)
             if prefetched is not None:
                 return prefetched
