@@ -16,8 +16,11 @@ ListObjectVersions, DeleteObject for a delete marker) take a lean path, `Wire`:
 signed by sigv4.py and sent by http1.py, with the credentials, region and
 endpoint that botocore resolved for the same bucket. botocore's request
 pipeline costs ~1.2 ms of CPU per call; the lean path a small fraction of it
-(benchmarks/RESULTS.md). Everything else, and every request when
-`--http botocore` is given, goes through aioboto3.
+(benchmarks/RESULTS.md). So do the preflight's few requests (HeadBucket,
+GetBucketVersioning, GetObjectLockConfiguration, GetBucketReplication, the KMS
+preflight's HeadObjects), so that a plain copy never loads the SDK. Everything
+else, and every request when `--http botocore` is given, goes through aioboto3,
+whose client a bucket opens on its first such request.
 
 ListObjectVersions is read from the raw XML (a `before-parse` hook), because
 botocore splits <Version> and <DeleteMarker> into two lists and so loses the
