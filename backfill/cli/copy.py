@@ -10,7 +10,6 @@ from typing import Annotated, Literal
 
 import typer
 
-from backfill.cli import shards as multi
 from backfill.cli.guard import fail, guard, resume_hint, run_async
 from backfill.cli.options import (
     DEFAULT_SIDES,
@@ -27,7 +26,6 @@ from backfill.cli.options import (
     versions_mode,
 )
 from backfill.cli.output import copy_summary, print_copy, print_verify
-from backfill.cli.verify import verify_manifest
 from backfill.config import (
     COPY_CONCURRENCY,
     CopyOptions,
@@ -38,8 +36,12 @@ from backfill.config import (
     parse_time,
 )
 from backfill.errors import UserError
-from backfill.inventory import parse_age
-from backfill.pipeline.runner import run_copy
+
+
+def _age_seconds(text: str) -> float:
+    from backfill.inventory import parse_age  # the inventory's module, for an --inventory run only
+
+    return parse_age(text).total_seconds()
 
 
 def log_choice(text: str) -> Literal["text", "json"]:
@@ -186,7 +188,7 @@ def copy(
             latency=latency,
             prefixes=prefixes,
             inventory=inventory,
-            inventory_max_age=parse_age(inventory_max_age).total_seconds() if inventory else None,
+            inventory_max_age=_age_seconds(inventory_max_age) if inventory else None,
             log_format=log_choice(log_format),
             quiet=quiet,
             outage_timeout=outage_timeout,
@@ -195,7 +197,13 @@ def copy(
     cfg = guard(build)
     if inventory is not None and (state is not None or engine is not None or plan_only):
         raise fail("--inventory runs on one machine with --manifest: leave out --state, --engine and --plan-only")
+    # The engine and the multi-shard machinery are imported here, for the mode that runs: a plain copy
+    # never loads backfill.distributed, and `--help` neither.
+    from backfill.cli.verify import verify_manifest
+
     if state is not None or engine is not None or plan_only:
+        from backfill.cli import shards as multi
+
         sh = guard(
             lambda: multi.sharding(
                 cfg,
@@ -224,6 +232,8 @@ def copy(
         if job.interrupted and not job.errors:
             typer.echo(resume_hint(), err=True)
         raise typer.Exit(code)
+    from backfill.pipeline.runner import run_copy
+
     if not dry_run and not quiet:
         typer.echo(f"manifest: {cfg.manifest}", err=True)
     try:

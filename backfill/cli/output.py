@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from backfill.distributed.job import JobResult
-from backfill.pipeline import summary
-from backfill.pipeline.run import RunResult
-from backfill.pipeline.verifier import CATEGORIES
 from backfill.progress import human_bytes
+
+if TYPE_CHECKING:  # the engine's modules are imported by the commands that run it, not by every start
+    from backfill.distributed.job import JobResult
+    from backfill.pipeline.run import RunResult
 
 
 def copy_summary(r: RunResult) -> dict[str, Any]:
     """The summary of a single-machine copy (the same structure as a multi-shard job's)."""
+    from backfill.pipeline import summary  # loaded already: the run that made `r` imported the engine
+
     return summary.from_run(r)
 
 
@@ -97,6 +99,8 @@ def copy_lines(s: Mapping[str, Any]) -> list[str]:
 
 
 def verify_summary(r: Any) -> dict[str, Any]:
+    from backfill.pipeline.verifier import CATEGORIES  # loaded already: the verify that made `r` imported it
+
     c = r.counters
     return {
         "mode": r.mode,

@@ -11,7 +11,8 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import typer
@@ -19,10 +20,18 @@ import typer
 from backfill.cli.guard import fail, guard
 from backfill.cli.options import group, options
 from backfill.errors import UserError
-from backfill.setup import documents as d
-from backfill.setup import run
-from backfill.setup.model import SetupConfig, make_config, notify_protocol
-from backfill.setup.steps import apply_steps, documents, header, render_plan
+
+# backfill.setup (its documents, steps and SDK calls) is imported when a setup command runs, not at every
+# start of the CLI: a copy never uses it.
+if TYPE_CHECKING:
+    from backfill.setup.model import SetupConfig
+
+
+def _run_module() -> ModuleType:
+    from backfill.setup import run
+
+    return run
+
 
 setup_app = typer.Typer(
     no_args_is_help=True,
@@ -108,6 +117,8 @@ class Pair:
 
     def config(self, out: str | None = None) -> SetupConfig:
         """The validated SetupConfig; with `out`, every document is written there too."""
+        from backfill.setup.model import make_config
+
         cfg = guard(lambda: make_config(**{f: getattr(self, f) for f in self.__dataclass_fields__}))
         if out:
             _write_documents(cfg, out)
@@ -115,6 +126,9 @@ class Pair:
 
 
 def _write_documents(cfg: SetupConfig, out: str) -> None:
+    from backfill.setup import documents as d
+    from backfill.setup.steps import documents
+
     def write() -> None:
         path = Path(out)
         try:
@@ -138,6 +152,8 @@ def plan(
     out: Annotated[str, typer.Option("--out", help="Directory for the JSON documents.")] = "backfill-setup",
 ) -> None:
     """Change nothing: write every JSON document to --out and print the ordered steps, each with its `aws` command."""
+    from backfill.setup.steps import render_plan
+
     cfg = pair.config(out)
     typer.echo(render_plan(cfg, out), nl=False)
 
@@ -167,6 +183,8 @@ def apply(
                 "apply changes two AWS accounts and asks first, but there is no terminal to ask on: pass --yes "
                 "(`backfill setup plan` shows what it does)"
             )
+        from backfill.setup.steps import apply_steps, header
+
         typer.echo(header(cfg))
         steps = apply_steps(cfg, out or ".")
         for n, step in enumerate(steps, 1):
@@ -174,28 +192,28 @@ def apply(
         if not typer.confirm(f"Run these {len(steps)} steps (each is skipped when already in place)?"):
             typer.echo("nothing changed", err=True)
             raise typer.Exit(1)
-    _run(run.apply, cfg, mfa=mfa)
+    _run(_run_module().apply, cfg, mfa=mfa)
 
 
 @setup_app.command()
 @options
 def check(pair: Pair, out: Out = None) -> None:
     """Read both accounts and report every drift from the plan: exit 0 healthy, 1 drift (for cron or CI)."""
-    raise typer.Exit(_run(run.check, pair.config(out)))
+    raise typer.Exit(_run(_run_module().check, pair.config(out)))
 
 
 @setup_app.command("grant-backfill")
 @options
 def grant_backfill(pair: Pair, out: Out = None) -> None:
     """Add one statement to the source bucket policy: the replica account may list and read every version."""
-    _run(run.grant_backfill, pair.config(out))
+    _run(_run_module().grant_backfill, pair.config(out))
 
 
 @setup_app.command("revoke-backfill")
 @options
 def revoke_backfill(pair: Pair, out: Out = None) -> None:
     """Remove that statement, and only it, from the source bucket policy."""
-    _run(run.revoke_backfill, pair.config(out))
+    _run(_run_module().revoke_backfill, pair.config(out))
 
 
 @setup_app.command()
@@ -209,5 +227,7 @@ def alert(
 ) -> None:
     """Alert --notify when replication of the source bucket is removed or weakened (EventBridge rule → SNS)."""
     cfg = pair.config(out)
+    from backfill.setup.model import notify_protocol
+
     target = guard(lambda: notify_protocol(notify))
-    _run(run.alert, cfg, target)
+    _run(_run_module().alert, cfg, target)

@@ -12,7 +12,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import anyio
 import typer
@@ -30,18 +30,16 @@ from backfill.cli.options import (
     endpoint,
     options,
 )
-from backfill.cli.output import print_job
 from backfill.config import COPY_CONCURRENCY, RunConfig
-from backfill.distributed.dask import run_dask
-from backfill.distributed.job import JobResult
-from backfill.distributed.lease import ShardSettings
-from backfill.distributed.local import run_here
-from backfill.distributed.merge import merge
-from backfill.distributed.plan import SHARDS_PER_WORKER, JobPlan, load_plan, make_plan
-from backfill.distributed.store import StateAccess, open_store
 from backfill.errors import UserError
-from backfill.pipeline.shards import AUTO_TARGET
-from backfill.pipeline.sides import open_sides
+
+# The multi-shard machinery (backfill.distributed, the engine) is imported by the functions that use it:
+# a plain `backfill copy` never does, and every command's start-up would pay for it otherwise.
+if TYPE_CHECKING:
+    from backfill.distributed.job import JobResult
+    from backfill.distributed.lease import ShardSettings
+    from backfill.distributed.plan import JobPlan
+    from backfill.distributed.store import StateAccess
 
 ENGINES = ("local", "dask")
 
@@ -66,6 +64,8 @@ def default_state(manifest_default: str) -> str:
 
 def state_access(profile: str | None, where: str | None) -> StateAccess:
     """How to reach an s3:// state location: the replica's profile and endpoint."""
+    from backfill.distributed.store import StateAccess
+
     return StateAccess(profile=profile, endpoint_url=endpoint(where, None))
 
 
@@ -74,6 +74,8 @@ def settings_from(lease_seconds: float, checkpoint_seconds: float, settle_second
         raise UserError("--lease-seconds must be at least 1")
     if checkpoint_seconds <= 0:
         raise UserError("--checkpoint-seconds must be positive")
+    from backfill.distributed.lease import ShardSettings
+
     return ShardSettings(lease_seconds, checkpoint_seconds, settle_seconds)
 
 
@@ -119,6 +121,13 @@ def sharded_copy(cfg: RunConfig, sh: Sharding, *, json_out: bool) -> JobResult |
     """`backfill copy … --state/--engine`: plan (or adopt the plan), then run every shard and print the summary.
 
     None with --plan-only."""
+    from backfill.cli.output import print_job
+    from backfill.distributed.dask import run_dask
+    from backfill.distributed.local import run_here
+    from backfill.distributed.plan import SHARDS_PER_WORKER, make_plan
+    from backfill.distributed.store import open_store
+    from backfill.pipeline.shards import AUTO_TARGET
+    from backfill.pipeline.sides import open_sides
 
     async def plan_it() -> tuple[JobPlan, bool]:
         async with open_store(sh.state, sh.access) as store, open_sides(cfg) as sides:
@@ -176,6 +185,8 @@ def merged_manifest(state: str, merge_to: str | None, access: StateAccess) -> st
         tmp = tempfile.mkdtemp(prefix="backfill-merged-")
         atexit.register(shutil.rmtree, tmp, True)
         target = Path(tmp) / "merged.db"
+    from backfill.distributed.merge import merge
+
     guard(lambda: anyio.run(merge, state, access, target))
     return str(target)
 
@@ -227,6 +238,11 @@ def run_shards(
         raise fail(f"--index must be in 0…{n - 1} for --count {n}, not {i}")
     if parallel < 1:
         raise fail("--parallel must be at least 1")
+    from backfill.cli.output import print_job
+    from backfill.distributed.local import run_here
+    from backfill.distributed.plan import load_plan
+    from backfill.distributed.store import open_store
+
     settings = guard(lambda: settings_from(lease_seconds, checkpoint_seconds, settle_seconds))
     access = state_access(sides.dest_profile, sides.dest_endpoint)
 

@@ -20,7 +20,6 @@ from backfill.cli.options import (
 )
 from backfill.cli.output import print_verify, verify_summary
 from backfill.config import RunConfig, VerifyConfig
-from backfill.pipeline.verifier import run_verify
 
 
 @options
@@ -67,6 +66,8 @@ def verify(
         ).validate()
 
     cfg = guard(build)
+    from backfill.pipeline.verifier import run_verify  # the engine: imported by the command that runs it
+
     result = guard(lambda: run_async(run_verify, cfg), cfg.manifest)
     print_verify(verify_summary(result), json_out=json_out)
     raise typer.Exit(result.exit_code)
@@ -83,4 +84,6 @@ def verify_manifest(cfg: RunConfig, manifest: str) -> dict[str, Any]:
         max_rps=cfg.max_rps,
         progress_interval=cfg.progress_interval,
     )
+    from backfill.pipeline.verifier import run_verify  # see verify
+
     return verify_summary(guard(lambda: run_async(run_verify, vcfg), manifest))

@@ -38,6 +38,6 @@ def priced(cfg: RunConfig, sides: Sides, tally: Tally, *, shards: int, remaining
         latency=cfg.latency if cfg.latency is not None else max(sides.rtt, 0.001),
         shards=shards,
     )
-    region = sides.src.client.meta.region_name or "us-east-1"
-    dest_region = sides.dst.client.meta.region_name or "us-east-1"
+    region = sides.src.region or "us-east-1"
+    dest_region = sides.dst.region or "us-east-1"
     return estimate(tally, load_prices(cfg.prices), region, dest_region, timing, remaining=remaining)

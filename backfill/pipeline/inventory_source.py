@@ -39,7 +39,7 @@ class InventorySource:
 async def open_inventory(cfg: RunConfig, sides: Sides) -> InventorySource:
     assert cfg.inventory is not None
     report, files = await open_report(
-        cfg.inventory, client=sides.src.client, describe=lambda exc, what: classify(exc, what=what)
+        cfg.inventory, client=await sides.src.botocore(), describe=lambda exc, what: classify(exc, what=what)
     )
     max_age = timedelta(seconds=cfg.inventory_max_age) if cfg.inventory_max_age is not None else None
     check_report(report, cfg.source.url.bucket, max_age=max_age)

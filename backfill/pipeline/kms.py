@@ -10,45 +10,50 @@ KMS's message ("The ciphertext refers to a customer master key that does not exi
 this region, or you are not allowed to access.", seen on GetObject in
 ministryofjustice/modernisation-platform#3468).
 
-The check: HEAD the first versions of the first listing page; for the first SSE-KMS one, one ranged GET
-of its first byte as the copying principal. A denial naming KMS stops the run with one line naming the
-key and the grant. Anything else is left to the run (which reports it as it happens).
+The check: HEAD the first versions of the first listing page (at once, on the lean path); for the first
+SSE-KMS one, one ranged GET of its first byte as the copying principal. A denial naming KMS stops the run
+with one line naming the key and the grant. Anything else is left to the run (which reports it as it happens).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any
 
+import anyio
+
 from backfill.config import RunConfig
 from backfill.errors import AccessDenied, BackfillError, UserError, is_kms_denial
+from backfill.models import Version
 from backfill.pacing import Pacer, RateLimiter
-from backfill.s3 import Bucket, Sessions, open_bucket
+from backfill.s3 import Bucket, Sessions, VersionPage, open_bucket
 
 SAMPLE = 10  # object versions HEADed at most
 
 
-async def kms_preflight(cfg: RunConfig, src: Bucket, sessions: Sessions) -> int:
-    """Look at the first versions (HEAD, at most SAMPLE) and probe the first SSE-KMS one; the HEADs sent."""
+async def kms_preflight(cfg: RunConfig, src: Bucket, sessions: Sessions, page: VersionPage | None = None) -> int:
+    """Look at the first versions (HEAD, at most SAMPLE, all at once) and probe the first SSE-KMS one; the HEADs
+    sent. `page`: the source's first listing page, if the caller has it (sides.preflight lists it)."""
     if cfg.inventory is not None:
         return 0  # the job is read from a report, not a listing (a KMS denial is still named as such mid-run)
-    page = await src.list_versions(cfg.source.url.prefix, None, None, max_keys=50)
-    heads = 0
-    for v in page.entries:
-        if v.is_delete_marker or v.size == 0:
-            continue
-        if heads >= SAMPLE:
-            return heads
-        heads += 1
-        try:
-            head = await src.head(v.key, v.version_id)
-        except BackfillError:
-            continue  # not for this check to report
-        if head.get("ServerSideEncryption") not in ("aws:kms", "aws:kms:dsse"):
-            continue
-        await _probe(cfg, v.key, v.version_id, str(head.get("SSEKMSKeyId") or "its KMS key"), sessions)
-        return heads
-    return heads
+    if page is None:
+        page = await src.list_versions(cfg.source.url.prefix, None, None, max_keys=50)
+    sample = [v for v in page.entries if not v.is_delete_marker and v.size > 0][:SAMPLE]
+    found: list[tuple[str, str] | None] = [None] * len(sample)
+
+    async def look(i: int, v: Version) -> None:
+        with contextlib.suppress(BackfillError):  # not for this check to report
+            found[i] = await src.encryption(v.key, v.version_id)
+
+    async with anyio.create_task_group() as tg:
+        for i, v in enumerate(sample):
+            tg.start_soon(look, i, v)
+    for v, enc in zip(sample, found, strict=True):
+        if enc is not None and enc[0] in ("aws:kms", "aws:kms:dsse"):
+            await _probe(cfg, v.key, v.version_id, enc[1] or "its KMS key", sessions)
+            break
+    return len(sample)
 
 
 async def _probe(cfg: RunConfig, key: str, version_id: str, key_id: str, sessions: Sessions) -> None:

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio import CancelScope
@@ -29,7 +29,6 @@ from backfill.models import KeyJob, Shard, Version
 from backfill.pipeline.checkpoint import Checkpoint
 from backfill.pipeline.copier import Workers, copy_workers
 from backfill.pipeline.costing import count, new_tally, priced
-from backfill.pipeline.inventory_source import InventorySource, open_inventory
 from backfill.pipeline.lister import key_job, list_shard
 from backfill.pipeline.resume import Resume
 from backfill.pipeline.shards import AUTO_TARGET, discover
@@ -38,6 +37,9 @@ from backfill.pipeline.stopping import Stopper
 from backfill.pipeline.streams import receive_all
 from backfill.progress import Counters, Display
 from backfill.s3 import Bucket, Copier
+
+if TYPE_CHECKING:
+    from backfill.pipeline.inventory_source import InventorySource
 
 MAX_LISTERS = 8
 
@@ -87,7 +89,11 @@ Plan = list[tuple[Shard, str | None, bool]]  # (shard, resume marker, listed), a
 
 
 async def _plan(
-    cfg: RunConfig, src: Bucket, manifest: Manifest | None, inventory: InventorySource | None = None
+    cfg: RunConfig,
+    src: Bucket,
+    manifest: Manifest | None,
+    inventory: InventorySource | None = None,
+    discovered: list[Shard] | None = None,
 ) -> tuple[Plan, datetime | None]:
     """The shards (with resume marker and whether listed) and when the job first started:
     the manifest's, or discovered now (and saved before any listing)."""
@@ -98,7 +104,8 @@ async def _plan(
     if inventory is not None:
         shards = inventory.shards()
     else:
-        shards = await discover(src, cfg.source.url.prefix, cfg.shards or AUTO_TARGET)
+        # `discovered`: the shards open_sides found while the preflight ran (the same discovery)
+        shards = discovered or await discover(src, cfg.source.url.prefix, cfg.shards or AUTO_TARGET)
     first_run = datetime.now(UTC)
     if manifest is not None:
         manifest.save_shards(shards)
@@ -226,7 +233,11 @@ async def run_pipeline(
     hooks = hooks or Hooks()
     if sides.health is not None and counters.status is None:
         counters.status = sides.health.status
-    inventory = await open_inventory(cfg, sides) if cfg.inventory is not None else None
+    inventory: InventorySource | None = None
+    if cfg.inventory is not None:
+        from backfill.pipeline.inventory_source import open_inventory  # the inventory's reader, for such a run only
+
+        inventory = await open_inventory(cfg, sides)
     notice = _Notice(counters, out)
     if inventory is not None and not cfg.dry_run and not cfg.quiet:
         line = priced(cfg, sides, inventory.tally, shards=len(inventory.shards()), remaining=False).one_line()
@@ -235,7 +246,7 @@ async def run_pipeline(
         counters.known_total = inventory.tally.versions
     counters.pacing = lambda: sides.pacing().as_dict() | {"concurrency_now": sides.limiter.limit}
     resumed = manifest is not None and bool(manifest.shards())  # the estimate is of what is left
-    plan, first_run = await _plan(cfg, sides.src, manifest, inventory)
+    plan, first_run = await _plan(cfg, sides.src, manifest, inventory, sides.shards)
     counters.shards = len(plan)
     counters.shards_listed = sum(1 for _, _, listed in plan if listed)
     to_list = [(s, marker) for s, marker, listed in plan if not listed]

@@ -20,7 +20,7 @@ async def run_copy(cfg: RunConfig, *, log: Any = None) -> RunResult:
     """Run (or resume) a backfill. Raises UserError for anything the user must fix."""
     out = log or sys.stderr
     counters = Counters()
-    async with open_sides(cfg) as sides:
+    async with open_sides(cfg, discover_shards=True) as sides:
         manifest: Manifest | None = None
         with tempfile.TemporaryDirectory(prefix="backfill-dry-") as scratch:
             if not cfg.dry_run:

@@ -1,21 +1,26 @@
 """The only package that talks to S3.
 
-    connect.py   sessions, the one client factory and its retry policy, open_bucket
+    connect.py   how each side is reached (lean or botocore resolution), open_bucket
+    sdk.py       aioboto3 sessions, the one botocore client factory and its retry policy (imported lazily)
     bucket.py    Bucket: access checks, bucket settings, listings, reads of one version
     copy.py      Copier: CopyObject, multipart UploadPartCopy, delete markers, aborted uploads
     listing.py   ListObjectVersions / ListObjectsV2 answers parsed from their XML, their queries
     wire.py      the lean path for the hot calls (Wire), on http1.py and sigv4.py
 
 Clients come from aioboto3 sessions (AWS CLI conventions: profiles, regions,
-AWS_ENDPOINT_URL). botocore's own retries are off; pacing.Pacer retries.
+AWS_ENDPOINT_URL). botocore's own retries are off; pacing.Pacer retries. A run
+imports the SDK only when it needs it (connect.py says when).
 
 The three requests a backfill sends by the million (CopyObject,
 ListObjectVersions, DeleteObject for a delete marker) take a lean path, `Wire`:
 signed by sigv4.py and sent by http1.py, with the credentials, region and
 endpoint that botocore resolved for the same bucket. botocore's request
 pipeline costs ~1.2 ms of CPU per call; the lean path a small fraction of it
-(benchmarks/RESULTS.md). Everything else, and every request when
-`--http botocore` is given, goes through aioboto3.
+(benchmarks/RESULTS.md). So do the preflight's few requests (HeadBucket,
+GetBucketVersioning, GetObjectLockConfiguration, GetBucketReplication, the KMS
+preflight's HeadObjects), so that a plain copy never loads the SDK. Everything
+else, and every request when `--http botocore` is given, goes through aioboto3,
+whose client a bucket opens on its first such request.
 
 ListObjectVersions is read from the raw XML (a `before-parse` hook), because
 botocore splits <Version> and <DeleteMarker> into two lists and so loses the

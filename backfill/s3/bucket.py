@@ -1,12 +1,17 @@
 """One bucket seen through one principal's client: access checks, bucket settings, listings, reads.
 
 Every request goes through the bucket's Pacer (retries, throttling, the rate
-cap); botocore's own retries are off (connect.py). Listings take the lean path
-(wire.py) when open_bucket set one up.
+cap); botocore's own retries are off (sdk.py). Listings and the preflight's requests
+(HeadBucket, versioning, Object Lock, replication, the KMS preflight's HEADs) take
+the lean path (wire.py) when open_bucket set one up; the botocore client is opened
+on the first request that needs it (`botocore()`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import re
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,13 +31,17 @@ from backfill.errors import (
 )
 from backfill.models import Version
 from backfill.pacing import Pacer, RetryPolicy
-from backfill.s3.listing import ENTRIES, VersionPage
+from backfill.s3.listing import ENTRIES, VersionPage, parse_replication
 from backfill.s3.sse_c import SSE_C, CustomerKey
 from backfill.s3.wire import Wire
 
+PREFETCH_FRESH = 60.0  # seconds a page listed by the preflight may stand for a listing asked for later
 START_POLICY = RetryPolicy(attempts=4)  # ≈1.4 s of backoff at most before the first request gives up
 
 Landed = Callable[[], Awaitable[Any]]  # Pacer.run's `landed`, answering as botocore would
+
+_STATUS = re.compile(rb"<Status>([^<]*)</Status>")
+_LOCK_ENABLED = re.compile(rb"<ObjectLockEnabled>\s*Enabled\s*</ObjectLockEnabled>")
 
 
 class Bucket:
@@ -41,7 +50,12 @@ class Bucket:
     def __init__(
         self, client: Any, name: str, label: str, who: str, pacer: Pacer, list_pacer: Pacer | None = None
     ) -> None:
-        self.client = client
+        self.client = client  # botocore's, once opened (botocore())
+        self.opener: Callable[[], Awaitable[Any]] | None = None  # opens it (connect.open_bucket sets it)
+        self._opening = anyio.Lock()
+        self.region = ""  # the region requests are signed for
+        self._replication: tuple[dict[str, Any] | None, BaseException | None] | None = None
+        self._prefetched: dict[tuple[str, str], tuple[float, Any, int]] = {}  # the preflight's pages, uses left
         self.name = name
         self.label = label  # "source" / "replica", for messages
         self.who = who  # "profile X" or "the default credentials", for messages
@@ -69,11 +83,21 @@ class Bucket:
         if self.expected_source_owner and "ExpectedSourceBucketOwner" in members:
             params.setdefault("ExpectedSourceBucketOwner", self.expected_source_owner)
 
+    async def botocore(self) -> Any:
+        """The bucket's botocore client, opened on first use (aioboto3 is imported then, not at start-up)."""
+        if self.client is None:
+            async with self._opening:
+                if self.client is None:
+                    if self.opener is None:
+                        raise RuntimeError(f"no botocore client for s3://{self.name}")
+                    self.client = await self.opener()
+        return self.client
+
     async def call(
         self, what: str, op: str, /, pacer: Pacer | None = None, landed: Landed | None = None, **params: Any
     ) -> Any:
         """One botocore request `op` through the bucket's pacer (or `pacer`); `landed`: see Pacer.run."""
-        fn = getattr(self.client, op)
+        fn = getattr(await self.botocore(), op)
         return await (pacer or self.pacer).run(
             what, lambda: fn(**params), bucket=self.name, who=self.who, landed=landed
         )
@@ -89,9 +113,14 @@ class Bucket:
         # cannot be reached is reported within seconds, not after the full retry policy.
         policy = START_POLICY
         what = f"HeadBucket {self.label} s3://{self.name}"
+        wire = self.wire
         for attempt in range(policy.attempts):
             try:
-                r = await self.client.head_bucket(Bucket=self.name)
+                if wire is not None:
+                    region = (await wire.head_bucket()).headers.get("x-amz-bucket-region")
+                else:
+                    r = await (await self.botocore()).head_bucket(Bucket=self.name)
+                    region = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
                 break
             except Exception as exc:
                 err = classify(exc, what=what, bucket=self.name, profile_hint=self.who)
@@ -116,7 +145,6 @@ class Bucket:
                         "(--endpoint-url, AWS_ENDPOINT_URL), the network, and the region"
                     ) from None
                 raise err from exc
-        region = r.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
         return str(region) if region else None
 
     async def _denied(self) -> UserError:
@@ -125,7 +153,10 @@ class Bucket:
         code = ""
         response: dict[str, Any] = {}
         try:
-            await self.client.list_objects_v2(Bucket=self.name, MaxKeys=1)
+            if self.wire is not None:
+                await self.wire.list_one()
+            else:
+                await (await self.botocore()).list_objects_v2(Bucket=self.name, MaxKeys=1)
         except ClientError as exc:
             response = exc.response
             code = str(exc.response.get("Error", {}).get("Code", ""))
@@ -158,25 +189,62 @@ class Bucket:
             f"s3:ListBucket (and the copy permissions), or use other credentials{payer}"
         )
 
+    async def _setting(self, what: str, op: str, name: str) -> bytes:
+        """A bucket setting's XML on the lean path (`wire` is set), through the pacer."""
+        wire = self.wire
+        assert wire is not None
+        return await self.pacer.run(what, lambda: wire.bucket_setting(op, name), bucket=self.name, who=self.who)
+
     async def versioning(self) -> str:
-        r = await self.call(f"GetBucketVersioning s3://{self.name}", "get_bucket_versioning", Bucket=self.name)
+        what = f"GetBucketVersioning s3://{self.name}"
+        if self.wire is not None:
+            m = _STATUS.search(await self._setting(what, "GetBucketVersioning", "versioning"))
+            return m.group(1).decode().strip() if m else ""
+        r = await self.call(what, "get_bucket_versioning", Bucket=self.name)
         return str(r.get("Status", "") or "")
 
     async def object_lock_enabled(self) -> bool:
         """Whether the bucket has Object Lock; no when it has none, or we may not read it, or the server lacks it."""
+        what = f"GetObjectLockConfiguration s3://{self.name}"
         try:
-            r = await self.call(
-                f"GetObjectLockConfiguration s3://{self.name}", "get_object_lock_configuration", Bucket=self.name
-            )
+            if self.wire is not None:
+                body = await self._setting(what, "GetObjectLockConfiguration", "object-lock")
+                return bool(_LOCK_ENABLED.search(body))
+            r = await self.call(what, "get_object_lock_configuration", Bucket=self.name)
         except (ObjectError, UserError):
             return False
         return bool(r.get("ObjectLockConfiguration", {}).get("ObjectLockEnabled") == "Enabled")
 
     # --- listing -------------------------------------------------------------
 
+    def _take_prefetched(self, kind: str, prefix: str) -> Any:
+        """A first page the preflight listed (as many times as it was kept for, within PREFETCH_FRESH seconds)."""
+        at, page, uses = self._prefetched.pop((kind, prefix), (0.0, None, 0))
+        if uses > 1:
+            self._prefetched[(kind, prefix)] = (at, page, uses - 1)
+        return page if time.monotonic() - at <= PREFETCH_FRESH else None
+
+    async def prefetch_versions(self, prefix: str) -> VersionPage:
+        """The first 1,000-entry version page of `prefix`, listed now and kept for the next two requests of
+        it: shard discovery's first one, and the first listing of the shard that starts the key range (a
+        page with more entries than that listing asks for: its next marker says where the next one starts).
+        The preflight lists it while its checks run."""
+        page = await self.list_versions(prefix, None, None, 1000)
+        self._prefetched[("versions", prefix)] = (time.monotonic(), page, 2)
+        return page
+
+    async def prefetch_delimited(self, prefix: str) -> None:
+        """The first delimited page of `prefix` (shard discovery's second request), listed now and kept."""
+        page = await self.list_delimited(prefix, 1000)
+        self._prefetched[("delimited", prefix)] = (time.monotonic(), page, 1)
+
     async def list_versions(
         self, prefix: str, key_marker: str | None, version_id_marker: str | None, max_keys: int = 1000
     ) -> VersionPage:
+        if key_marker is None and max_keys <= 1000 and self._prefetched:
+            prefetched: VersionPage | None = self._take_prefetched("versions", prefix)
+            if prefetched is not None:
+                return prefetched
         self.list_calls += 1
         what = f"ListObjectVersions s3://{self.name}/{prefix}"
         wire = self.wire
@@ -198,6 +266,10 @@ class Bucket:
 
     async def list_delimited(self, prefix: str, max_keys: int = 1000) -> tuple[list[str], list[str], bool]:
         """One page of ListObjectsV2 with Delimiter='/': (common prefixes, keys, truncated)."""
+        if max_keys == 1000 and self._prefetched:
+            prefetched: tuple[list[str], list[str], bool] | None = self._take_prefetched("delimited", prefix)
+            if prefetched is not None:
+                return prefetched
         self.list_calls += 1
         wire = self.wire
         if wire is not None:
@@ -243,6 +315,17 @@ class Bucket:
             r = await self.call(what, "head_object", **params, **self.customer_key.params())
         return r
 
+    async def encryption(self, key: str, version_id: str) -> tuple[str, str]:
+        """One version's server-side encryption and KMS key ID ("" when none), by HEAD (the KMS preflight's)."""
+        wire = self.wire
+        if wire is None:
+            h = await self.head(key, version_id)
+            return str(h.get("ServerSideEncryption") or ""), str(h.get("SSEKMSKeyId") or "")
+        r = await self.pacer.run(
+            f"HeadObject {self.url(key)}", lambda: wire.head_object(key, version_id), bucket=self.name, who=self.who
+        )
+        return r.get("x-amz-server-side-encryption", ""), r.get("x-amz-server-side-encryption-aws-kms-key-id", "")
+
     async def get_body(self, key: str, version_id: str) -> Any:
         """The streaming body of one version (the caller reads and closes it)."""
         what = f"GetObject {self.url(key)}"
@@ -267,9 +350,28 @@ class Bucket:
         """GetBucketReplication: the bucket's replication configuration, None when it has none.
 
         AccessDenied propagates (the caller decides); a server without replication answers None.
+        Asked once per bucket: the answer (or the error) is kept, so that the preflight can ask
+        it while other checks run and the detection read it later.
         """
+        if self._replication is None:
+            try:
+                self._replication = (await self._ask_replication(), None)
+            except Exception as exc:
+                self._replication = (None, exc)
+        config, error = self._replication
+        if error is not None:
+            raise error
+        return config
+
+    async def _ask_replication(self) -> dict[str, Any] | None:
+        what = f"GetBucketReplication s3://{self.name}"
         try:
-            r = await self.call(f"GetBucketReplication s3://{self.name}", "get_bucket_replication", Bucket=self.name)
+            if self.wire is not None:
+                body = await self._setting(what, "GetBucketReplication", "replication")
+                with contextlib.suppress(SyntaxError):  # xml's ParseError: botocore's turn, it says what is wrong
+                    rules = parse_replication(body)
+                    return rules if rules["Rules"] else None
+            r = await self.call(what, "get_bucket_replication", Bucket=self.name)
         except ObjectError as exc:
             if exc.code in ("ReplicationConfigurationNotFoundError", "NotImplemented", "404", "MethodNotAllowed"):
                 return None

@@ -1,121 +1,66 @@
-"""Sessions, the one client factory, and opening a bucket.
+"""How a run reaches each bucket: credentials, region and endpoint resolved once per side; open_bucket.
 
-Clients come from aioboto3 sessions (AWS CLI conventions: profiles, regions,
-AWS_ENDPOINT_URL, AWS_CA_BUNDLE). Every client of the product is built by
-`open_client` here. An S3 client, whoever uses it (the buckets of a run, the
-state location of a multi-shard job, `backfill setup`), has one retry policy:
-botocore's retries are off and so is aiohttp's silent resend, and its requests
-are retried by pacing.Pacer, which looks for a write whose answer was lost
-before it sends it again. IAM, STS, SNS and EventBridge clients (setup only)
-keep the SDK's standard retries: their few calls are idempotent reads and
-puts, and setup maps botocore's own exceptions.
+Two ways to resolve a side, both giving a Bucket whose hot calls (and its preflight:
+HeadBucket, versioning, Object Lock, replication, the KMS preflight's HEADs) take the
+lean path (wire.py), and whose botocore client, for everything else, is opened on its
+first use (Bucket.botocore) with the same credentials, region and endpoint:
 
-An S3 client addresses buckets path-style when an endpoint is configured
-(local and S3-compatible servers rarely do virtual hosts).
+- the lean resolution (`lean_reach`), with no SDK imported: an explicit endpoint
+  (--endpoint-url, AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL), static keys in the
+  environment and no profile (what botocore's chain would pick first: its
+  EnvProvider), no config file that could say otherwise, no proxy, nothing
+  (FIPS, dual-stack) that changes where botocore would send a request;
+- otherwise botocore's (sdk.py): profiles, SSO, assume-role, credential_process,
+  AWS's own endpoints; its session's one credentials object is shared by the lean
+  path and the client.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import ssl
 import urllib.parse
-import urllib.request
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import aioboto3
 import anyio
-from aiobotocore.config import AioConfig
-from aiobotocore.httpsession import AIOHTTPSession
-from botocore.httpsession import get_cert_path
 
 from backfill.config import Side
 from backfill.errors import UserError, classify
 from backfill.pacing import Pacer
 from backfill.s3.bucket import Bucket
-from backfill.s3.http1 import Pool
+from backfill.s3.http1 import Pool, ca_context
 from backfill.s3.listing import capture_versions_body
 from backfill.s3.sigv4 import Signer
 from backfill.s3.sse_c import read_key
 from backfill.s3.wire import Wire
 
+if TYPE_CHECKING:
+    import ssl
 
-class _NoResendSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore has no type hints
-    """aiobotocore's HTTP session, with aiohttp's silent second attempt switched off.
-
-    aiohttp sends a PUT or DELETE again, once, by itself, when a reused
-    connection drops before the answer (HTTP calls those methods idempotent).
-    S3's CopyObject and DeleteObject are not: a copy sent again after the first
-    one landed leaves a second version in the replica, and a conditional write
-    sent again is refused because of our own first one. Retries are Pacer's,
-    which first looks for the lost write (Pacer.run's `landed`).
-    """
-
-    def _get_ssl_context(self) -> Any:
-        # botocore's context (create_urllib3_context) leaves check_hostname off because urllib3
-        # matches host names itself; aiohttp does not, so without this a certificate of any other
-        # host signed by a trusted CA would be accepted (aiobotocore 2.25, aiohttp 3.14; seen in
-        # tests/test_tls.py::test_certificate_problems_are_one_line_and_write_nothing[hostname-mismatch-botocore]).
-        context = super()._get_ssl_context()
-        context.check_hostname = True
-        return context
-
-    async def _get_session(self, proxy_url: str | None) -> Any:
-        session = await super()._get_session(proxy_url)
-        if getattr(session, "_retry_connection", False):
-            session._retry_connection = False  # no public switch (aiohttp 3.14)
-        return session
+    import aioboto3
 
 
-def _botocore_config(
-    service: str, *, path_style: bool, pool: int, connect_timeout: float, read_timeout: float
-) -> AioConfig:
-    if service != "s3":  # setup's IAM/STS/SNS/EventBridge calls: the SDK's standard retries
-        return AioConfig(
-            retries={"mode": "standard", "max_attempts": 5},
-            max_pool_connections=pool,
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-        )
-    return AioConfig(
-        http_session_cls=_NoResendSession,
-        retries={"total_max_attempts": 1, "mode": "standard"},  # Pacer retries, once, with jitter
-        max_pool_connections=pool,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        tcp_keepalive=True,
-        s3={"addressing_style": "path"} if path_style else {},
-    )
+def open_client(session: aioboto3.Session, service: str = "s3", **kwargs: Any) -> Any:
+    """The one client factory (sdk.open_client): a client of `service` to enter with `async with`."""
+    from backfill.s3 import sdk  # the SDK's imports (≈0.3 s of CPU) only where a client is made
+
+    return sdk.open_client(session, service, **kwargs)
 
 
-def open_client(
-    session: aioboto3.Session,
-    service: str = "s3",
-    *,
-    region: str | None,
-    endpoint_url: str | None = None,
-    pool: int = 10,
-    connect_timeout: float = 10,
-    read_timeout: float = 60,
-) -> Any:
-    """The one client factory: a client of `service` to enter with `async with`.
+def new_session(profile: str | None) -> aioboto3.Session:
+    """An aioboto3 session of a named profile (None: the default credentials chain); UserError for a bad profile."""
+    from backfill.s3 import sdk  # see open_client
 
-    `region` None: the profile's. `endpoint_url` None: botocore's own resolution
-    (AWS_ENDPOINT_URL_<SERVICE>, AWS_ENDPOINT_URL, the config file); given, S3 is
-    addressed path-style. Certificates: botocore's (AWS_CA_BUNDLE, ca_bundle),
-    which the lean path also uses (ca_file). An S3 client never retries by
-    itself: run its requests through a Pacer.
-    """
-    check_ca_bundle(session)
-    config = _botocore_config(
-        service,
-        path_style=bool(endpoint_url),
-        pool=pool,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-    )
-    return session.client(service, region_name=region, endpoint_url=endpoint_url, config=config)
+    return sdk.new_session(profile)
+
+
+def ca_file(session: aioboto3.Session) -> str:
+    """The certificates botocore verifies HTTPS with: AWS_CA_BUNDLE, the profile's ca_bundle, or its own."""
+    from backfill.s3 import sdk  # see open_client
+
+    return sdk.ca_file(session)
 
 
 def endpoint_from_env() -> str | None:
@@ -123,44 +68,12 @@ def endpoint_from_env() -> str | None:
     return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def ca_file(session: aioboto3.Session) -> str:
-    """The certificates botocore verifies HTTPS with: AWS_CA_BUNDLE, the profile's ca_bundle, or its own."""
-    configured = os.environ.get("AWS_CA_BUNDLE") or session._session.get_config_variable("ca_bundle")
-    return str(configured or get_cert_path(True))
-
-
-def check_ca_bundle(session: aioboto3.Session) -> None:
-    """A configured CA bundle that cannot be used is one line now, not a failure per request later."""
-    from_env = bool(os.environ.get("AWS_CA_BUNDLE"))
-    path = os.environ.get("AWS_CA_BUNDLE") or session._session.get_config_variable("ca_bundle")
-    if not path:
-        return
-    name = f"AWS_CA_BUNDLE={path}" if from_env else f"the profile's ca_bundle ({path}; or AWS_CA_BUNDLE)"
-    fix = "point it at the PEM file of the CA that signs the endpoint's certificate, or unset it"
-    try:
-        ssl.create_default_context(cafile=path)
-    except FileNotFoundError:
-        raise UserError(f"{name}: no such file: {fix}") from None
-    except ssl.SSLError as exc:
-        raise UserError(f"{name} holds no usable PEM certificate ({exc.reason or exc}): {fix}") from None
-    except OSError as exc:
-        raise UserError(f"{name} cannot be read as a certificate file ({exc.strerror or exc}): {fix}") from None
-
-
 def who(profile: str | None) -> str:
     return f"profile {profile}" if profile else "the default credentials"
 
 
-def new_session(profile: str | None) -> aioboto3.Session:
-    """An aioboto3 session of a named profile (None: the default credentials chain); UserError for a bad profile."""
-    try:
-        return aioboto3.Session(profile_name=profile)
-    except Exception as exc:
-        raise classify(exc, what="profile") from exc
-
-
 class Sessions:
-    """A run's aioboto3 sessions, one per profile.
+    """A run's aioboto3 sessions, one per profile, made on first use.
 
     Each session parses botocore's endpoint data and S3 model on its first
     client (≈0.1 s of CPU); the source and the replica reached with the same
@@ -174,6 +87,94 @@ class Sessions:
         if profile not in self._by_profile:
             self._by_profile[profile] = new_session(profile)
         return self._by_profile[profile]
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Static credentials, shaped as botocore's frozen ones; their own credentials provider for the Wire."""
+
+    access_key: str
+    secret_key: str
+    token: str | None = None
+
+    async def get_frozen_credentials(self) -> Keys:
+        return self
+
+
+# Settings that change where or how botocore sends a request even to an explicit endpoint: with any of
+# them set, botocore resolves the side.
+_BOTOCORE_SETTINGS = (
+    "AWS_USE_FIPS_ENDPOINT",
+    "AWS_USE_DUALSTACK_ENDPOINT",
+    "AWS_CREDENTIAL_EXPIRATION",  # EnvProvider's refreshable credentials
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Where a side's requests go and with what, resolved without botocore (`lean_reach`)."""
+
+    keys: Keys
+    region: str
+    scheme: str
+    hostname: str
+    port: int
+    host: str  # the Host header
+    path: str  # the endpoint's own path, without a trailing slash
+    ca: str | None  # https: the CA bundle (AWS_CA_BUNDLE, else botocore's)
+
+
+def _config_file_is_empty() -> bool:
+    path = os.path.expanduser(os.environ.get("AWS_CONFIG_FILE") or "~/.aws/config")
+    try:
+        return not os.path.isfile(path) or os.path.getsize(path) == 0
+    except OSError:
+        return False
+
+
+def _default_ca() -> str:
+    """botocore's default CA bundle (botocore.httpsession.get_cert_path(True)), without importing it."""
+    try:
+        import certifi  # what botocore uses when it is installed
+
+        return str(certifi.where())
+    except ImportError:
+        import importlib.util
+
+        spec = importlib.util.find_spec("botocore")
+        assert spec is not None and spec.origin is not None
+        return os.path.join(os.path.dirname(spec.origin), "cacert.pem")
+
+
+def lean_reach(side: Side) -> Reach | None:
+    """The side resolved as botocore would, without botocore, when that is certain; None: ask botocore."""
+    env = os.environ
+    if not side.lean or side.profile or not side.endpoint_url or ":" in side.url.bucket:
+        return None
+    if any(env.get(name) for name in _BOTOCORE_SETTINGS):
+        return None
+    access, secret = env.get("AWS_ACCESS_KEY_ID"), env.get("AWS_SECRET_ACCESS_KEY")
+    if not access or not secret or not _config_file_is_empty():
+        return None
+    url = urllib.parse.urlsplit(side.endpoint_url)
+    if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+        return None
+    from urllib.request import getproxies, proxy_bypass  # ≈10 ms of imports, only for a side reached this way
+
+    if url.scheme in getproxies() and not proxy_bypass(url.hostname):
+        return None  # botocore goes through the proxy
+    token = env.get("AWS_SESSION_TOKEN") or env.get("AWS_SECURITY_TOKEN") or None
+    default_port = 443 if url.scheme == "https" else 80
+    port = url.port or default_port
+    host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname
+    if port != default_port:
+        host = f"{host}:{port}"
+    ca = (env.get("AWS_CA_BUNDLE") or _default_ca()) if url.scheme == "https" else None
+    region = side.region or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+    path = url.path.rstrip("/")
+    return Reach(Keys(access, secret, token), region, url.scheme, url.hostname, port, host, path, ca)
 
 
 LIST_POOL = 32  # connections for listing: shards listed at once are bounded by it
@@ -203,6 +204,29 @@ def reserve_open_files(copy_pool: int) -> None:
     )
 
 
+def _configure(bucket: Bucket, side: Side, label: str) -> None:
+    bucket.expected_owner = side.expected_owner
+    bucket.request_payer = side.request_payer
+    if side.sse_c_key:
+        bucket.customer_key = read_key(side.sse_c_key, f"--{'source' if label == 'source' else 'dest'}-sse-c-key")
+
+
+def _hooks(client: Any, bucket: Bucket) -> None:
+    """The botocore client's hooks: the raw version listing, owners, Object Lock's Content-MD5, Requester Pays."""
+    client.meta.events.register("before-parse.s3.ListObjectVersions", capture_versions_body)
+    client.meta.events.register("before-parameter-build.s3", bucket.owner_params)
+    client.meta.events.register("before-sign.s3.CopyObject", lock_content_md5)
+    if bucket.request_payer:
+        client.meta.events.register("before-sign.s3", request_payer_header)
+
+
+def _wrong_region(side: Side, label: str, actual: str, region: str) -> UserError:
+    return UserError(
+        f"{label} bucket s3://{side.url.bucket} is in {actual}, not {region}: "
+        f"fix --{'source' if label == 'source' else 'dest'}-region or leave it out"
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_bucket(
     side: Side,
@@ -215,55 +239,117 @@ async def open_bucket(
     """A Bucket for one side, checked with HeadBucket, in the bucket's own region.
 
     Without --*-region the client starts in the profile's region (or us-east-1)
-    and moves once if HeadBucket says the bucket lives elsewhere.
+    and moves once if HeadBucket says the bucket lives elsewhere. The bucket's
+    botocore client is opened on its first use (Bucket.botocore) and closed here.
     """
-    session = (sessions or Sessions()).get(side.profile)
-    region = side.region or session.region_name or "us-east-1"
-    for _attempt in range(2):
+    sessions = sessions or Sessions()
+    reach = lean_reach(side)
+    async with contextlib.AsyncExitStack() as stack:
+        bucket = Bucket(None, side.url.bucket, label, who(side.profile), pacer, list_pacer)
+        _configure(bucket, side, label)
+
+        def close_wire() -> None:
+            if bucket.wire is not None:
+                bucket.wire.pool.close()
+
+        stack.callback(close_wire)
+        if reach is None:
+            await _open_with_botocore(bucket, side, pool, sessions, stack)
+        else:
+            await _open_lean(bucket, side, reach, pool, sessions, stack)
+        yield bucket
+
+
+def _client_opener(
+    bucket: Bucket,
+    sessions: Sessions,
+    side: Side,
+    region: str,
+    pool: int,
+    stack: contextlib.AsyncExitStack,
+    keys: Keys | None = None,
+) -> Callable[[], Any]:
+    """Bucket.opener: the bucket's botocore client, entered into `stack` (closed when the bucket is)."""
+
+    async def opener() -> Any:
+        session = sessions.get(side.profile)
         try:
             ctx = open_client(
-                session, region=region, endpoint_url=side.endpoint_url, pool=pool, read_timeout=600
+                session, region=region, endpoint_url=side.endpoint_url, pool=pool, read_timeout=600, keys=keys
             )  # read_timeout: a large CopyObject answers only when done
             client = await ctx.__aenter__()
         except Exception as exc:
-            raise classify(exc, what=f"{label} client") from exc
-        try:
-            client.meta.events.register("before-parse.s3.ListObjectVersions", capture_versions_body)
-            bucket = Bucket(client, side.url.bucket, label, who(side.profile), pacer, list_pacer)
-            bucket.expected_owner = side.expected_owner
-            client.meta.events.register("before-parameter-build.s3", bucket.owner_params)
-            client.meta.events.register("before-sign.s3.CopyObject", lock_content_md5)
-            if side.request_payer:
-                bucket.request_payer = True
-                client.meta.events.register("before-sign.s3", request_payer_header)
-            if side.sse_c_key:
-                bucket.customer_key = read_key(
-                    side.sse_c_key, f"--{'source' if label == 'source' else 'dest'}-sse-c-key"
-                )
-            actual = await bucket.check_access()
-            if actual and actual != region and not side.region:
-                region = actual
-                continue  # reopen in the bucket's region (closed by the finally below)
-            if actual and actual != region:
-                raise UserError(
-                    f"{label} bucket s3://{side.url.bucket} is in {actual}, not {region}: "
-                    f"fix --{'source' if label == 'source' else 'dest'}-region or leave it out"
-                )
-            if side.lean:
-                bucket.wire = await _open_wire(session, client, bucket.name, pool, side.read_timeout)
-                if bucket.wire is not None:
-                    bucket.wire.expected_owner = side.expected_owner
-                    bucket.wire.request_payer = side.request_payer
-            try:
-                yield bucket
-            finally:
-                if bucket.wire is not None:
-                    bucket.wire.pool.close()
-            return
-        finally:
+            raise classify(exc, what=f"{bucket.label} client") from exc
+
+        async def close() -> None:
             with anyio.CancelScope(shield=True):
                 await ctx.__aexit__(None, None, None)
-    raise UserError(f"cannot settle the region of {label} bucket s3://{side.url.bucket}")
+
+        stack.push_async_callback(close)
+        _hooks(client, bucket)
+        return client
+
+    return opener
+
+
+async def _open_lean(
+    bucket: Bucket, side: Side, reach: Reach, pool: int, sessions: Sessions, stack: contextlib.AsyncExitStack
+) -> None:
+    """Reach the bucket as `lean_reach` resolved it: HeadBucket on the lean path, no SDK imported."""
+    context: ssl.SSLContext | None = None
+    if reach.ca is not None:  # https only: an http endpoint makes no SSL context
+        context = ca_context(reach.ca, from_env=bool(os.environ.get("AWS_CA_BUNDLE")))
+    region = reach.region
+    for _attempt in range(2):
+        if bucket.wire is not None:
+            bucket.wire.pool.close()
+        bucket.region = region
+        bucket.wire = Wire(
+            Pool(reach.hostname, reach.port, context, read_timeout=side.read_timeout, max_idle=pool),
+            Signer(region),
+            reach.keys,
+            reach.host,
+            f"{reach.path}/{bucket.name}",
+        )
+        bucket.wire.expected_owner = side.expected_owner
+        bucket.wire.request_payer = side.request_payer
+        bucket.opener = _client_opener(bucket, sessions, side, region, pool, stack, reach.keys)
+        actual = await bucket.check_access()
+        if actual and actual != region and not side.region:
+            region = actual
+            continue  # again, signed for the bucket's region
+        if actual and actual != region:
+            raise _wrong_region(side, bucket.label, actual, region)
+        return
+    raise UserError(f"cannot settle the region of {bucket.label} bucket s3://{side.url.bucket}")
+
+
+async def _open_with_botocore(
+    bucket: Bucket, side: Side, pool: int, sessions: Sessions, stack: contextlib.AsyncExitStack
+) -> None:
+    """Reach the bucket where botocore resolves it: its client checks the bucket, then the lean path is set up."""
+    session = sessions.get(side.profile)
+    region = side.region or session.region_name or "us-east-1"
+    for _attempt in range(2):
+        attempt = contextlib.AsyncExitStack()
+        await stack.enter_async_context(attempt)
+        bucket.client, bucket.region = None, region
+        bucket.opener = _client_opener(bucket, sessions, side, region, pool, attempt)
+        client = await bucket.botocore()
+        actual = await bucket.check_access()
+        if actual and actual != region and not side.region:
+            region = actual
+            await attempt.aclose()  # reopen in the bucket's region
+            continue
+        if actual and actual != region:
+            raise _wrong_region(side, bucket.label, actual, region)
+        if side.lean:
+            bucket.wire = await _open_wire(session, client, bucket.name, pool, side.read_timeout)
+            if bucket.wire is not None:
+                bucket.wire.expected_owner = side.expected_owner
+                bucket.wire.request_payer = side.request_payer
+        return
+    raise UserError(f"cannot settle the region of {bucket.label} bucket s3://{side.url.bucket}")
 
 
 EMPTY_MD5 = "1B2M2Y8AsgTpgAmY7PhCfg=="  # base64 of the MD5 of no bytes
@@ -301,15 +387,18 @@ async def _open_wire(
     url = urllib.parse.urlsplit(await client.generate_presigned_url("head_bucket", Params={"Bucket": bucket}))
     if url.scheme not in ("http", "https") or not url.hostname:
         return None
-    proxies = urllib.request.getproxies()
-    if url.scheme in proxies and not urllib.request.proxy_bypass(url.hostname):
+    from urllib.request import getproxies, proxy_bypass
+
+    if url.scheme in getproxies() and not proxy_bypass(url.hostname):
         return None
-    credentials = await session.get_credentials()
+    credentials = await session.get_credentials()  # the session's one credentials object, the client's too
     if credentials is None:
         return None
     context = None
     default_port = 443 if url.scheme == "https" else 80
     if url.scheme == "https":
+        import ssl
+
         context = ssl.create_default_context(cafile=ca_file(session))
     port = url.port or default_port
     host = f"[{url.hostname}]" if ":" in url.hostname else url.hostname

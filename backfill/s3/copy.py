@@ -292,7 +292,7 @@ class Copier:
                     f"AbortMultipartUpload {self.dest.url(dst_key)}", "abort_multipart_upload", **params
                 )
             else:
-                await self.dest.client.abort_multipart_upload(**params)
+                await (await self.dest.botocore()).abort_multipart_upload(**params)
         except ObjectError as exc:
             return None if exc.code == "NoSuchUpload" else False
         except ClientError as exc:

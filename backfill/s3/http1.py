@@ -19,7 +19,7 @@ import ssl
 from dataclasses import dataclass
 from typing import cast
 
-from backfill.errors import ConnectFailed, certificate_problem
+from backfill.errors import ConnectFailed, UserError, certificate_problem
 
 _MAX_HEAD = 64 * 1024
 _CHUNKED = -1
@@ -296,3 +296,17 @@ class Pool:
         for conn in self._idle:
             conn.close()
         self._idle.clear()
+
+
+def ca_context(path: str, *, from_env: bool) -> ssl.SSLContext:
+    """A context verifying with the CA bundle at `path`; one line (UserError) when it cannot be used."""
+    name = f"AWS_CA_BUNDLE={path}" if from_env else f"the profile's ca_bundle ({path}; or AWS_CA_BUNDLE)"
+    fix = "point it at the PEM file of the CA that signs the endpoint's certificate, or unset it"
+    try:
+        return ssl.create_default_context(cafile=path)
+    except FileNotFoundError:
+        raise UserError(f"{name}: no such file: {fix}") from None
+    except ssl.SSLError as exc:
+        raise UserError(f"{name} holds no usable PEM certificate ({exc.reason or exc}): {fix}") from None
+    except OSError as exc:
+        raise UserError(f"{name} cannot be read as a certificate file ({exc.strerror or exc}): {fix}") from None

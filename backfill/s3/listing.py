@@ -8,7 +8,6 @@ key's history, which a replay needs.
 
 from __future__ import annotations
 
-import html
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -39,7 +38,13 @@ def _top(doc: str, tag: str) -> str:
 
 
 def _unescape(s: str) -> str:
-    return html.unescape(s) if "&" in s else s
+    return _html_unescape(s) if "&" in s else s
+
+
+def _html_unescape(s: str) -> str:
+    import html  # its entity table costs a few ms to import: only for a listing that has an entity
+
+    return html.unescape(s)
 
 
 def parse_list_versions(body: bytes) -> VersionPage:
@@ -65,14 +70,14 @@ def parse_list_versions(body: bytes) -> VersionPage:
             if "%" in key or "+" in key:
                 key = unquote(key)
         elif "&" in key:
-            key = html.unescape(key)
+            key = _html_unescape(key)
         vid = f.get("VersionId") or "null"
         latest = f.get("IsLatest") == "true"
         if parts[i] == "Version":
             etag = f.get("ETag", "")
             if "&" in etag:  # usually: the quotes come as &quot; (AWS) or &#34; (SeaweedFS)
                 etag = etag.replace("&quot;", "").replace("&#34;", "")
-                etag = html.unescape(etag) if "&" in etag else etag
+                etag = _html_unescape(etag) if "&" in etag else etag
             sc = f.get("StorageClass", "")
             add(
                 Version(
@@ -177,3 +182,52 @@ def list_delimited_params(prefix: str, max_keys: int) -> list[tuple[str, str]]:
         ("prefix", prefix),
         ("max-keys", str(max_keys)),
     ]
+
+
+def parse_replication(body: bytes) -> dict[str, Any]:
+    """A GetBucketReplication answer as botocore shapes its `ReplicationConfiguration` (the fields that
+    pipeline/replication.py reads: each rule's ID, Priority, Status, Prefix (the V1 schema), Filter
+    (Prefix, Tag, And with Prefix and Tags), DeleteMarkerReplication and Destination's Bucket)."""
+    import xml.etree.ElementTree as ET  # for a replicating source only (the lean path's answer)
+
+    def tag(el: ET.Element) -> str:
+        return el.tag.rsplit("}", 1)[-1]
+
+    def child(el: ET.Element, name: str) -> ET.Element | None:
+        return next((c for c in el if tag(c) == name), None)
+
+    def text(el: ET.Element | None) -> str:
+        return (el.text or "") if el is not None else ""
+
+    def key_value(el: ET.Element) -> dict[str, str]:
+        return {"Key": text(child(el, "Key")), "Value": text(child(el, "Value"))}
+
+    rules: list[dict[str, Any]] = []
+    # The configured S3 endpoint's answer; ElementTree resolves no external entities, and the expat of
+    # Python 3.11 limits entity expansion (billion laughs).
+    for r in ET.fromstring(body):  # noqa: S314
+        if tag(r) != "Rule":
+            continue
+        rule: dict[str, Any] = {"ID": text(child(r, "ID")), "Status": text(child(r, "Status"))}
+        if (p := child(r, "Priority")) is not None and text(p).strip().lstrip("-").isdigit():
+            rule["Priority"] = int(text(p))
+        if (p := child(r, "Prefix")) is not None:
+            rule["Prefix"] = text(p)
+        if (f := child(r, "Filter")) is not None:
+            flt: dict[str, Any] = {}
+            if (p := child(f, "Prefix")) is not None:
+                flt["Prefix"] = text(p)
+            if (t := child(f, "Tag")) is not None:
+                flt["Tag"] = key_value(t)
+            if (a := child(f, "And")) is not None:
+                both: dict[str, Any] = {"Tags": [key_value(t) for t in a if tag(t) == "Tag"]}
+                if (p := child(a, "Prefix")) is not None:
+                    both["Prefix"] = text(p)
+                flt["And"] = both
+            rule["Filter"] = flt
+        if (d := child(r, "DeleteMarkerReplication")) is not None:
+            rule["DeleteMarkerReplication"] = {"Status": text(child(d, "Status"))}
+        if (d := child(r, "Destination")) is not None:
+            rule["Destination"] = {"Bucket": text(child(d, "Bucket"))}
+        rules.append(rule)
+    return {"Rules": rules}

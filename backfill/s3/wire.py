@@ -39,6 +39,7 @@ _HEADER_OF = {
     "SSEKMSKeyId": "x-amz-server-side-encryption-aws-kms-key-id",
 }
 
+_PLAIN_SOURCE = re.compile(r"[A-Za-z0-9_.~/-]*")  # what quote(…, safe="-._~/") leaves as it is
 _ERROR_FIELD = re.compile(rb"<(Code|Message|RequestId|RequestTime|ServerTime)>([^<]*)</\1>")
 _USER_AGENT = f"backfill/{__version__}"
 _CREDENTIALS_TTL = 5.0  # seconds between asking botocore whether the credentials need a refresh
@@ -67,7 +68,10 @@ def copy_headers(source_bucket: str, v: Version, target: dict[str, Any]) -> dict
 
 def copy_source_header(bucket: str, key: str, version_id: str) -> str:
     """x-amz-copy-source, encoded as botocore encodes a CopySource dict."""
-    return f"{urllib.parse.quote(f'{bucket}/{key}', safe='-._~/')}?versionId={version_id}"
+    path = f"{bucket}/{key}"
+    if not _PLAIN_SOURCE.fullmatch(path):  # most keys: quote would return them unchanged, at ten times the cost
+        path = urllib.parse.quote(path, safe="-._~/")
+    return f"{path}?versionId={version_id}"
 
 
 class Wire:
@@ -153,10 +157,31 @@ class Wire:
     ) -> Response:
         """Sign and send one request without a body; raise ClientError for an error response."""
         head = self.request_head(method, path, params, headers, await self._keys(), self._amz_date())
-        r = await self.pool.request(head, idle_timeout=idle_timeout)  # None: the pool's read timeout
+        # None: the pool's read timeout. A HEAD's answer has a Content-Length and no body.
+        r = await self.pool.request(head, head_only=method == "HEAD", idle_timeout=idle_timeout)
         if r.status >= 300:
             raise _client_error(op, r)
         return r
+
+    # --- the preflight's requests (bucket.py): the answers' few fields are read here, no botocore ---------
+
+    async def head_bucket(self) -> Response:
+        """HeadBucket; an error is a ClientError whose code is the status ("404", "403", "301"), as botocore's."""
+        return await self.send("HeadBucket", "HEAD", self.bucket_path or "/", [], {})
+
+    async def bucket_setting(self, op: str, name: str) -> bytes:
+        """GET ?`name` of the bucket (versioning, object-lock, replication): the XML answer."""
+        r = await self.send(op, "GET", self.bucket_path or "/", [(name, "")], {})
+        return r.body
+
+    async def list_one(self) -> None:
+        """ListObjectsV2 of one key (an error's code says why a HeadBucket was refused)."""
+        await self.send("ListObjectsV2", "GET", self.bucket_path or "/", [("list-type", "2"), ("max-keys", "1")], {})
+
+    async def head_object(self, key: str, version_id: str) -> dict[str, str]:
+        """HeadObject of one version: its response headers (lower-case names)."""
+        r = await self.send("HeadObject", "HEAD", self.object_path(key), [("versionId", version_id)], {})
+        return r.headers
 
     async def list_versions(
         self, prefix: str, key_marker: str | None, version_id_marker: str | None, max_keys: int
