@@ -217,6 +217,10 @@ class Bucket:
 
     # --- listing -------------------------------------------------------------
 
+    def drop_prefetched(self) -> None:
+        """Forget the preflight's pages: every listing from now on asks S3 (with the page size it asks for)."""
+        self._prefetched.clear()
+
     def _take_prefetched(self, kind: str, prefix: str) -> Any:
         """A first page the preflight listed (as many times as it was kept for, within PREFETCH_FRESH seconds)."""
         at, page, uses = self._prefetched.pop((kind, prefix), (0.0, None, 0))
