@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from backfill.cli.guard import fail, guard, resume_hint, run_async
+from backfill.cli.guard import before_anything, fail, guard, resume_hint, run_async
 from backfill.cli.options import (
     DEFAULT_SIDES,
     CheckpointSeconds,
@@ -194,16 +194,19 @@ def copy(
             outage_timeout=outage_timeout,
         ).validate()
 
-    cfg = guard(build)
-    if inventory is not None and (state is not None or engine is not None or plan_only):
-        raise fail("--inventory runs on one machine with --manifest: leave out --state, --engine and --plan-only")
-    # The engine and the multi-shard machinery are imported here, for the mode that runs: a plain copy
-    # never loads backfill.distributed, and `--help` neither.
-    from backfill.cli.verify import verify_manifest
+    multi_shard = state is not None or engine is not None or plan_only
+    with before_anything():
+        cfg = guard(build)
+        if inventory is not None and multi_shard:
+            raise fail("--inventory runs on one machine with --manifest: leave out --state, --engine and --plan-only")
+        # The engine and the multi-shard machinery are imported here, for the mode that runs: a plain copy
+        # never loads backfill.distributed, and `--help` neither.
+        from backfill.cli.verify import verify_manifest
+        from backfill.pipeline.runner import run_copy
 
-    if state is not None or engine is not None or plan_only:
-        from backfill.cli import shards as multi
-
+        if multi_shard:
+            from backfill.cli import shards as multi
+    if multi_shard:
         sh = guard(
             lambda: multi.sharding(
                 cfg,
@@ -232,8 +235,6 @@ def copy(
         if job.interrupted and not job.errors:
             typer.echo(resume_hint(), err=True)
         raise typer.Exit(code)
-    from backfill.pipeline.runner import run_copy
-
     if not dry_run and not quiet:
         typer.echo(f"manifest: {cfg.manifest}", err=True)
     try:

@@ -8,9 +8,10 @@ line, never as a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import anyio
@@ -27,6 +28,20 @@ def fail(message: str) -> typer.Exit:
     """Print `backfill: error: MESSAGE` on stderr; raise the returned Exit (code 2)."""
     typer.echo(f"backfill: error: {message}", err=True)
     return typer.Exit(2)
+
+
+@contextlib.contextmanager
+def before_anything() -> Iterator[None]:
+    """A command's set-up, before it reads or writes anything (options, the engine's lazy imports).
+
+    typer turns a KeyboardInterrupt into exit 130 without a word; a Ctrl-C here says what it stopped,
+    as backfill.entry does for one during the first imports.
+    """
+    try:
+        yield
+    except KeyboardInterrupt:
+        typer.echo("\nstopped before anything started: nothing was read or written", err=True)
+        raise typer.Exit(130) from None
 
 
 def guard(fn: Callable[[], T], manifest: str | None = None, *, resumable: bool = False) -> T:
