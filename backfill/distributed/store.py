@@ -353,7 +353,10 @@ def watch_reachability(store: Store, sides: Sides, timeout: float) -> None:
     if not isinstance(store, S3Store):
         return
     shared = sides.health
-    if shared is not None and store.endpoint in {str(b.client.meta.endpoint_url) for b in (sides.src, sides.dst)}:
+    # A side's botocore client may not be open yet (the lean path opens it on first use): then the
+    # endpoint it was given says where it goes.
+    reached = {str(b.client.meta.endpoint_url) if b.client is not None else b.endpoint for b in (sides.src, sides.dst)}
+    if shared is not None and store.endpoint in reached:
         store.pacer.health = shared
     else:
         notify = shared.notify if shared is not None else None

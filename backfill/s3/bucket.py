@@ -51,6 +51,7 @@ class Bucket:
         self, client: Any, name: str, label: str, who: str, pacer: Pacer, list_pacer: Pacer | None = None
     ) -> None:
         self.client = client  # botocore's, once opened (botocore())
+        self.endpoint = ""  # the endpoint URL the side was given (--endpoint-url, AWS_ENDPOINT_URL); "": AWS's
         self.opener: Callable[[], Awaitable[Any]] | None = None  # opens it (connect.open_bucket sets it)
         self._opening = anyio.Lock()
         self.region = ""  # the region requests are signed for

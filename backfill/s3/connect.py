@@ -246,6 +246,7 @@ async def open_bucket(
     reach = lean_reach(side)
     async with contextlib.AsyncExitStack() as stack:
         bucket = Bucket(None, side.url.bucket, label, who(side.profile), pacer, list_pacer)
+        bucket.endpoint = side.endpoint_url or ""
         _configure(bucket, side, label)
 
         def close_wire() -> None:
