@@ -66,6 +66,7 @@ THOROUGH = (
     "test_credentials.py::test_a_refresh_that_fails_stops_like_ctrl_c[botocore]",
     # StopRun through --state is covered by test_credentials.py's expired token in a state run
     "test_state_outage.py::test_past_the_outage_timeout_a_state_run_stops_like_ctrl_c_and_the_resume_completes",
+    "test_credentials.py::test_expired_token_mid_run_stops_like_ctrl_c_and_fails_nothing[lean]",  # botocore's runs
 )
 
 
