@@ -16,4 +16,10 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("\nstopped before anything started: nothing was read or written\n")
         raise SystemExit(130) from None
-    cli_main()
+    try:
+        cli_main()
+    except KeyboardInterrupt:
+        # Only typer's building of the commands lets one through: within a command typer turns it into
+        # exit 130, and a run watches for signals itself (cli.guard.before_anything, pipeline.stopping).
+        sys.stderr.write("\nstopped before anything started: nothing was read or written\n")
+        raise SystemExit(130) from None
