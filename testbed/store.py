@@ -122,7 +122,7 @@ def start_cli(store: Store, *args: str) -> subprocess.Popen[str]:
 
 def start_cli_with(env_: dict[str, str], *args: str) -> subprocess.Popen[str]:
     """start_cli with an environment of its own (no AWS_* from the outside), e.g. a credential_process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")} | env_
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BOTO_"))} | env_
     return subprocess.Popen(
         [sys.executable, "-m", "backfill", *args],
         env=env,
@@ -144,7 +144,7 @@ def copied_versions(manifest: str) -> int:
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 240, cwd: Path | None = None) -> Run:
     """The CLI in a subprocess, with no terminal on stdin (as in CI) and no AWS_* from the outside."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BOTO_"))}
     p = subprocess.run(
         [sys.executable, "-m", "backfill", *args],
         env={**base, **env},
