@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class State(enum.IntEnum):
@@ -74,3 +74,21 @@ class KeyJob:
     # version of `items` older than it, copied now, lands above it (pipeline/copier.py, the late copy).
     top: Item | None = None
     finished: Callable[[], None] | None = None  # called once a copier is done with the job (lister.feed_in_order)
+    page: Page | None = None  # the listing page it came from (live replication's check after the copies)
+
+
+@dataclass(slots=True, eq=False)
+class Page:
+    """The key range of one listing page, `after < key <= upto` under `prefix`, while its keys are copied.
+
+    Beside live replication, a key whose versions are all from before the rule is checked once more after
+    its copies: was anything written since it was listed (pipeline/copier.py)? Its check waits in `cold`
+    until the copiers are done with every key of the page (`left`), then one listing of the range
+    answers it for all of them at once, instead of a HEAD per key.
+    """
+
+    prefix: str
+    after: str | None
+    upto: str
+    left: int
+    cold: list[KeyJob] = field(default_factory=list)

@@ -13,7 +13,8 @@ CLI (`python -m backfill copy --json`, concurrency 64):
    replicated before the backfill starts (replication got ahead: those keys need the final copy
    of the current version).
 
-Prints, per run: wall seconds, HEADs per key (source and replica), ListObjectVersions of the
+Prints, per run: wall seconds, HEADs per key (source and replica), ListObjectVersions of the source
+(the direct run is not counted: no proxy) and of the
 replica, versions left to replication, keys fixed; `--results` appends a table to RESULTS.md.
 """
 
@@ -126,15 +127,16 @@ def main() -> None:
             f"Command: `python -m benchmarks.replication --objects {a.objects} --hot-percent {a.hot_percent:g}` "
             f"({versions:,} versions in {keys:,} keys before the rule)",
             "",
-            "| run | wall s | HEAD source / key | HEAD replica / key | replica listings | left to replication "
-            "| keys fixed | copied |",
-            "|---|---|---|---|---|---|---|---|",
+            "| run | wall s | HEAD source / key | HEAD replica / key | source listings | replica listings "
+            "| left to replication | keys fixed | copied |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for row in rows:
             st, job = row["stats"], row["summary"].get("job", {})
             lines.append(
                 f"| {row['run']} | {row['wall']:.2f} | {st['HeadObject:source'] / keys:.3f} | "
-                f"{st['HeadObject:replica'] / keys:.3f} | {st['ListObjectVersions:replica']} | "
+                f"{st['HeadObject:replica'] / keys:.3f} | {st['ListObjectVersions:source'] or '–'} | "
+                f"{st['ListObjectVersions:replica']} | "
                 f"{job.get('left_to_replication', 0):,} | {job.get('current_fixes', 0):,} | {job.get('copied', 0):,} |"
             )
         uname = platform.uname()

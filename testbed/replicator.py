@@ -207,6 +207,8 @@ class Replicator:
         self.source, self.replica = source, replica
         self.lag: Lag = lag
         self.fail = fail
+        # Called (in a thread) with each request before it is forwarded: a test's moment to write meanwhile.
+        self.before_forward: Callable[[_Call], None] | None = None
         self.rule: Rule | None = None
         self.rule_on_at: float | None = None
         self.stats: Counter[str] = Counter()
@@ -450,8 +452,11 @@ class Replicator:
                 elif bucket == self.replica and op in ("HeadObject", "GetObject"):
                     while self._replicating[key]:  # noqa: ASYNC110 - set by the replication thread; REPLICA from the start
                         await asyncio.sleep(0.005)
+                call = _Call(op, bucket, key, query, method, head + body)
+                if self.before_forward is not None:
+                    await asyncio.to_thread(self.before_forward, call)
                 try:
-                    up = await self._forward(up, _Call(op, bucket, key, query, method, head + body), writer)
+                    up = await self._forward(up, call, writer)
                 finally:
                     if writing:
                         self._writing[key] -= 1

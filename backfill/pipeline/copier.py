@@ -6,6 +6,7 @@ replica); they are recorded as failed and retried, in order, by the next run.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,7 +16,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from backfill.config import rebase
 from backfill.errors import SIGNATURE_CODES, AccessDenied, ObjectError, RetryableError, credentials_expired
-from backfill.models import Item, KeyJob, State, Version
+from backfill.models import Item, KeyJob, Page, State, Version
 from backfill.pipeline.checkpoint import Checkpoint
 from backfill.pipeline.evidence import Head, HeadFn, is_our_copy, may_be_ours
 from backfill.pipeline.lister import BLOCKED, key_pages
@@ -56,6 +57,8 @@ class Workers:
     replication: Scope | None = None
     # Outcomes held back per job (id) until the late copy's fix is recorded with them (copy_key).
     _held: dict[int, list[tuple[int, str, str, str, int]]] = field(default_factory=dict)
+    # Pages whose cold keys wait for the check after their copies (`_recheck`), by id.
+    _unchecked: dict[int, Page] = field(default_factory=dict)
 
     def dest_key(self, key: str) -> str:
         return rebase(key, self.src_prefix, self.dst_prefix)
@@ -68,6 +71,11 @@ class Workers:
                 await self.copy_key(job)
                 if job.finished is not None:
                     job.finished()
+                page = job.page
+                if page is not None:
+                    page.left -= 1
+                    if page.left == 0 and page.cold:
+                        await self.recheck(page)
 
     async def copy_key(self, job: KeyJob) -> None:
         top = job.top
@@ -194,7 +202,11 @@ class Workers:
         if rule is None or self.stop.is_set():
             return None if self.stop.is_set() else False
         decided = False
-        if not failed:
+        page = job.page if not failed and not hot and self._defer(job, owners) else None
+        if page is not None:
+            page.cold.append(job)  # checked with its page's other keys (recheck)
+            self._unchecked[id(page)] = page
+        elif not failed:
             try:
                 decided = await self._check_current(job, dkey, rule, only_if_written=not hot)
             except (RetryableError, ObjectError):
@@ -203,6 +215,42 @@ class Workers:
             if owners[n] is Owner.REPLICATION and it.state is State.PENDING:
                 await self._record(job, it, State.LEFT_TO_REPLICATION)
         return decided
+
+    @staticmethod
+    def _defer(job: KeyJob, owners: list[Owner]) -> bool:
+        """Whether a cold key's check after its copies can wait for its page's (`recheck`): a key listed
+        now (not resumed, not a late copy), nothing of it left to replication."""
+        return job.page is not None and job.top is None and not job.recheck and all(o is Owner.BACKFILL for o in owners)
+
+    async def recheck(self, page: Page) -> None:
+        """Live replication's check after the copies, for a page's cold keys at once (pipeline/replication.py).
+
+        One listing of the page's key range (a page or so, against a HEAD per key) shows whether anything
+        was written to each of them since they were listed. Only such a key is then checked as a hot key is
+        (the replica's history listed, the source's current version HEADed): replication may have delivered
+        the new version while the old ones were being copied, under them. Also called, once the copiers are
+        done, for the pages a stopping run left unfinished (`copy_workers`)."""
+        self._unchecked.pop(id(page), None)
+        cold, page.cold = {job.key: job for job in page.cold}, []
+        if not cold or self.replication is None:
+            return
+        written: list[KeyJob] = []
+        try:
+            src = self.copier.source
+            async for complete, _done in key_pages(src, page.prefix, page.after, page.upto, first_page=1000):
+                for newest_first in complete:
+                    job = cold.pop(newest_first[0].key, None)
+                    if job is not None and not _unchanged(job.items[-1].version, newest_first[0]):
+                        written.append(job)
+        except (RetryableError, ObjectError):
+            return  # unchecked, as after a crash (the README's window)
+        written.extend(cold.values())  # not listed any more: every version deleted since
+        for job in written:
+            rule = self.replication.rule_for(job.key)
+            if rule is None:
+                continue
+            with contextlib.suppress(RetryableError, ObjectError):
+                await self._check_current(job, self.dest_key(job.key), rule)
 
     async def _whose(self, job: KeyJob) -> tuple[list[Owner], bool]:
         """Which of the job's versions are replication's (pipeline/replication.py: one HEAD per cold key)."""
@@ -410,6 +458,11 @@ class Workers:
             it.state, it.replica_version_id = State.COPIED, r.version_id
 
 
+def _unchanged(listed: Version, now: Version) -> bool:
+    """Whether a key's newest entry `now` is still the one it was listed with (a deleted key: still deleted)."""
+    return now.version_id == listed.version_id or (listed.is_delete_marker and now.is_delete_marker)
+
+
 def _alike(src: Version, replica: Version) -> bool:
     """Whether a replica version may hold the source version's content, from the listing alone (kind, size,
     and plain-MD5 ETags where both are single-part): how a version replication delivered is recognised."""
@@ -425,3 +478,5 @@ async def copy_workers(w: Workers, jobs: MemoryObjectReceiveStream[KeyJob], n: i
     async with anyio.create_task_group() as tg, jobs:
         for _ in range(n):
             tg.start_soon(w.worker, jobs.clone())
+    for page in list(w._unchecked.values()):  # a stopped run's cold keys whose page was left unfinished
+        await w.recheck(page)

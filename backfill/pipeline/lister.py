@@ -16,7 +16,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from backfill.config import Filters
-from backfill.models import Item, KeyJob, Shard, State, Version
+from backfill.models import Item, KeyJob, Page, Shard, State, Version
 from backfill.pipeline.streams import send
 from backfill.s3 import Bucket
 
@@ -156,6 +156,7 @@ async def list_shard(
     else:
         source = histories(src, shard.prefix, after, shard.upto, hold=HOLD)
     long: _Long | None = None  # the key being spilled
+    before = after  # where the next page's key range begins
     async with anyio.create_task_group() as feeders:
         async for complete, overflow, done in source:
             jobs: list[KeyJob] = []
@@ -170,8 +171,15 @@ async def list_shard(
                 if j is not None:
                     jobs.append(j)
             if complete or done:
-                await record(shard.id, jobs, complete[-1][0].key if complete else None, done)
+                last = complete[-1][0].key if complete else None
+                await record(shard.id, jobs, last, done)
                 on_page(jobs)
+                if jobs and last is not None and pages is None:  # a listing's page is a key range
+                    page = Page(shard.prefix, before, last, len(jobs))
+                    for job in jobs:
+                        job.page = page
+                if last is not None:
+                    before = last
                 for job in jobs:
                     await send(out, job)
             if spilled is not None and spilled.count:

@@ -20,17 +20,19 @@ request besides that one GetBucketReplication. AccessDenied: one warning line, a
 
 **Which versions are whose** (`plan_key`, per key under a rule's prefix, before its copies). The
 versions written after the rule went on are the newest ones of a key: a suffix of its history.
-  1. A cold key costs two HEADs. If the listed newest entry is an object version, HEAD the key
+  1. A cold key costs one HEAD. If the listed newest entry is an object version, HEAD the key
      *without* a version ID: it answers the current version and its status. Same version as listed
      and no status: every listed version is from before the rule (they are all older), and nothing
      was written since the listing. A newer current version (or a 404: a delete marker since), means
      writes after the listing: the key is *hot* (see the fix below), and the listed newest version
      is HEADed by its ID. If the listed newest entry is a delete marker (which has no status to read:
-     HEAD of one answers 405), the newest object version is HEADed by its ID. After a cold key's
-     copies the key itself is HEADed once more: an entry written since the listing (another current
-     version; a delete marker on top of a listed object version; an object on top of a listed
-     marker) may have been delivered by replication while the old versions were being copied, under
-     them, and the current version is then checked as for a hot key.
+     HEAD of one answers 405), the newest object version is HEADed by its ID. After the copies, an
+     entry written since the listing (another current version; a delete marker on top of a listed
+     object version; an object on top of a listed marker) may have been delivered by replication while
+     the old versions were being copied, under them. Once the copiers are done with every key of a
+     listing page, one listing of the page's key range (`copier.recheck`) shows each cold key's newest
+     entry now: a key whose newest entry changed gets the current-version check of a hot key. A
+     page of a thousand versions costs one more listing instead of a HEAD per key.
   2. While a HEADed version has a status, the next older object version is HEADed too: a hot key
      costs one HEAD per version written after the rule, plus one.
   3. PENDING or COMPLETED: left to replication (manifest state LEFT_TO_REPLICATION, never
@@ -72,9 +74,14 @@ over the replica versions replication wrote (a source version's ID, or REPLICA; 
 which shows no status, is passed over when it does not match), and matches only the versions the
 backfill copies.
 
-A version written after a cold key's second HEAD is written after the copies landed, so replication
-puts it on top of them. Without replication on the source nothing of this runs: no HEAD, no listing of
-the replica.
+A version written after that listing of a cold key's page is written after the copies landed, so
+replication puts it on top of them. Keys that come from no listing page (resumed, the chunks of a long
+history, an inventory's) are HEADed after their copies instead, each on its own. A run killed after a
+page's copies and before its listing leaves that check undone for the page's keys (the next run finds
+them copied and does not look again): the window of a write, in the seconds of those copies, that
+replication also delivered before them. A stopped run (Ctrl-C) makes the checks of its unfinished
+pages before it ends. Without replication on the source nothing of this runs: no HEAD, no listing of
+the replica, no second listing of the source.
 
 **verify** (both modes) pairs a replica version with a source version by the same version ID (S3
 keeps it) or, failing that, by its REPLICA status and content in history order; the final copy of
