@@ -120,6 +120,38 @@ async def test_key_pages_yield_each_key_once_complete_wherever_a_page_ends(sides
                     assert len(pages) == 1, first_page
 
 
+async def _listed(bucket: Bucket, after: str | None, upto: str | None, reuse: str) -> list[tuple[str, str]]:
+    out = []
+    async for complete, _done in key_pages(bucket, "", after, upto, first_page=100, reuse=reuse):
+        out += [(v.key, v.version_id) for h in complete for v in h]
+    return out
+
+
+async def test_the_preflights_first_page_answers_a_shards_first_listing_from_inside_it(
+    sides_env: Store, tmp_path: Path
+) -> None:
+    """Contract: the preflight's first version page (kept by the source bucket) answers the first listing of
+    any shard that starts inside it (reuse="within"), with exactly the keys of (after, upto] a listing of S3
+    gives, and without a request; a listing that must see the bucket as it is now (reuse="never": live
+    replication's check after the copies) always asks S3, and sees a version written since."""
+    store = sides_env
+    src, dst = store.buckets()
+    _populate(store, src)
+    async with open_sides(_cfg(store, src, dst, tmp_path)) as sides:
+        bucket = sides.src
+        await bucket.prefetch_versions("")
+        for after in (None, *LAYOUT):
+            for upto in (None, "d"):
+                sent = bucket.list_calls
+                got = await _listed(bucket, after, upto, "within")
+                assert bucket.list_calls == sent, (after, upto)  # the kept page answered
+                assert got == await _listed(bucket, after, upto, "never"), (after, upto)
+                assert bucket.list_calls > sent
+        new = _put(store, src, "e", b"written after the preflight")
+        assert ("e", new) not in await _listed(bucket, "d", None, "within")  # the page as the preflight saw it
+        assert ("e", new) in await _listed(bucket, "d", None, "never")
+
+
 async def test_key_pages_range_is_after_exclusive_upto_inclusive(sides_env: Store, tmp_path: Path) -> None:
     """Contract: the shard (after, upto]: a key equal to `after` is not listed, one equal to `upto` is,
     with all its versions, also when a page boundary falls inside it."""

@@ -237,7 +237,8 @@ class Workers:
         written: list[KeyJob] = []
         try:
             src = self.copier.source
-            async for complete, _done in key_pages(src, page.prefix, page.after, page.upto, first_page=1000):
+            pages = key_pages(src, page.prefix, page.after, page.upto, first_page=1000, reuse="never")
+            async for complete, _done in pages:
                 for newest_first in complete:
                     job = cold.pop(newest_first[0].key, None)
                     if job is not None and not _unchanged(job.items[-1].version, newest_first[0]):

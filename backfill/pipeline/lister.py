@@ -55,15 +55,23 @@ def key_job(
 
 
 async def key_pages(
-    bucket: Bucket, prefix: str, after: str | None, upto: str | None, *, first_page: int = FIRST_PAGE
+    bucket: Bucket,
+    prefix: str,
+    after: str | None,
+    upto: str | None,
+    *,
+    first_page: int = FIRST_PAGE,
+    reuse: str = "start",
 ) -> AsyncIterator[tuple[list[list[Version]], bool]]:
     """Complete key histories (each newest first) of keys under `prefix` with after < key <= upto.
 
     Yields once per listing page: the keys that page completed (a key whose
     versions straddle pages is held back until its last version is seen) and
-    whether the range is exhausted.
+    whether the range is exhausted. `reuse`: whether the preflight's first page
+    may answer the first request (Bucket.list_versions).
     """
-    async for complete, _overflow, done in histories(bucket, prefix, after, upto, first_page=first_page):
+    source = histories(bucket, prefix, after, upto, first_page=first_page, reuse=reuse)
+    async for complete, _overflow, done in source:
         yield complete, done
 
 
@@ -75,6 +83,7 @@ async def histories(
     *,
     first_page: int = FIRST_PAGE,
     hold: int | None = None,
+    reuse: str = "start",
 ) -> AsyncIterator[tuple[list[list[Version]], list[Version], bool]]:
     """key_pages, with a bound on what one key's history may hold in memory: `hold` versions.
 
@@ -89,8 +98,9 @@ async def histories(
     done = False
     page_size = first_page  # a small first page gets work going within a second
     while not done:
-        page = await bucket.list_versions(prefix, key_marker, version_marker, max_keys=page_size)
+        page = await bucket.list_versions(prefix, key_marker, version_marker, max_keys=page_size, reuse=reuse)
         page_size = 1000
+        reuse = "never" if reuse == "never" else "start"  # "within" is for a listing's first request
         complete: list[list[Version]] = []
         for v in page.entries:
             if key_marker is not None and (v.key < key_marker or (v.key == key_marker and not version_marker)):
@@ -151,10 +161,14 @@ async def list_shard(
     after = marker if marker is not None else shard.after
     source: AsyncIterator[tuple[list[list[Version]], list[Version], bool]]
     if pages is not None or history is None:
-        plain = pages(shard, after) if pages is not None else key_pages(src, shard.prefix, after, shard.upto)
+        plain = (
+            pages(shard, after)
+            if pages is not None
+            else key_pages(src, shard.prefix, after, shard.upto, reuse="within")
+        )
         source = _without_overflow(plain)
     else:
-        source = histories(src, shard.prefix, after, shard.upto, hold=HOLD)
+        source = histories(src, shard.prefix, after, shard.upto, hold=HOLD, reuse="within")
     long: _Long | None = None  # the key being spilled
     before = after  # where the next page's key range begins
     async with anyio.create_task_group() as feeders:

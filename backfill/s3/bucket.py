@@ -224,10 +224,23 @@ class Bucket:
 
     def _take_prefetched(self, kind: str, prefix: str) -> Any:
         """A first page the preflight listed (as many times as it was kept for, within PREFETCH_FRESH seconds)."""
-        at, page, uses = self._prefetched.pop((kind, prefix), (0.0, None, 0))
-        if uses > 1:
-            self._prefetched[(kind, prefix)] = (at, page, uses - 1)
+        at, page, uses = self._prefetched.get((kind, prefix), (0.0, None, 0))
+        if not uses:
+            return None
+        self._prefetched[(kind, prefix)] = (at, page, uses - 1)  # kept while fresh for "within" (list_versions)
         return page if time.monotonic() - at <= PREFETCH_FRESH else None
+
+    def _prefetched_within(self, prefix: str, after: str | None) -> VersionPage | None:
+        """The preflight's first version page of `prefix`, when it holds entries of keys after `after`: it
+        answers a listing that starts after that key as well (a shard's first listing: the lister passes
+        over the entries at or before its marker). Kept for any number of such listings while fresh."""
+        at, page, _uses = self._prefetched.get(("versions", prefix), (0.0, None, 0))
+        if page is None or time.monotonic() - at > PREFETCH_FRESH:
+            return None
+        held: VersionPage = page
+        if after is not None and held.truncated and not (held.entries and after < held.entries[-1].key):
+            return None  # the page ends at or before `after`: the listing must go on from the server
+        return held
 
     async def prefetch_versions(self, prefix: str) -> VersionPage:
         """The first 1,000-entry version page of `prefix`, listed now and kept for the next two requests of
@@ -244,10 +257,24 @@ class Bucket:
         self._prefetched[("delimited", prefix)] = (time.monotonic(), page, 1)
 
     async def list_versions(
-        self, prefix: str, key_marker: str | None, version_id_marker: str | None, max_keys: int = 1000
+        self,
+        prefix: str,
+        key_marker: str | None,
+        version_id_marker: str | None,
+        max_keys: int = 1000,
+        *,
+        reuse: str = "start",
     ) -> VersionPage:
-        if key_marker is None and max_keys <= 1000 and self._prefetched:
-            prefetched: VersionPage | None = self._take_prefetched("versions", prefix)
+        """One ListObjectVersions page. `reuse` says when the preflight's first page of `prefix` may answer
+        instead of S3 (bucket.prefetch_versions): "start", a listing from the start of the prefix (as many
+        times as the page was kept for); "within", also a listing that starts after a key the page holds
+        (a shard's first listing); "never", a listing that must show the bucket as it is now."""
+        if self._prefetched and reuse != "never" and max_keys <= 1000:
+            prefetched: VersionPage | None = None
+            if reuse == "within" and version_id_marker is None:
+                prefetched = self._prefetched_within(prefix, key_marker)
+            elif key_marker is None:
+                prefetched = self._take_prefetched("versions", prefix)
             if prefetched is not None:
                 return prefetched
         self.list_calls += 1
