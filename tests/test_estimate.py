@@ -7,6 +7,7 @@ arithmetic shows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -18,6 +19,7 @@ from backfill.errors import UserError
 from backfill.estimate import (
     GB,
     Layout,
+    Requests,
     Tally,
     Timing,
     estimate,
@@ -256,3 +258,12 @@ def test_eta_on_a_known_total_and_on_one_estimated_from_the_shards() -> None:
     early = eta(10, 1.0, listed=10, listed_by_shard={0: 10}, finished_shards=(), shards=2)
     assert early.total is None and early.seconds is None and "unknown" in early.text()
     assert eta(0, 0.0, known_total=5).text() == "ETA after the first copies"
+
+
+def test_requests_add_adds_every_kind() -> None:
+    """Requests.add names its fields one by one (it runs once per listed version): none may be left out."""
+    one = Requests(**{f.name: n + 1 for n, f in enumerate(dataclasses.fields(Requests))})
+    total = Requests()
+    total.add(one)
+    total.add(one)
+    assert dataclasses.asdict(total) == {k: 2 * v for k, v in dataclasses.asdict(one).items()}
