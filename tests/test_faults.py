@@ -21,7 +21,10 @@ from testbed.seeds import seed_histories
 from testbed.store import Store, shape
 
 MIX = [
-    Fault("slowdown", 0.05),
+    # Throttling stops after 50 answers (about half way through the lean run), so that the summary can show
+    # the concurrency climbing back: when the lowest cut fell in a run's last seconds, nothing was left to
+    # climb with (1 run in 3 failed so, more with uvloop's faster loop).
+    Fault("slowdown", 0.05, limit=50),
     Fault("internal_error", 0.01),
     Fault("reset", 0.01),
     Fault("reset_after", 0.01),  # forwarded: the server carried it out, the client never hears
