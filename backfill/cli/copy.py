@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from backfill.cli.guard import before_anything, fail, guard, resume_hint, run_async
+from backfill.cli.guard import before_anything, fail, guard, load_event_loop, resume_hint, run_async
 from backfill.cli.options import (
     DEFAULT_SIDES,
     CheckpointSeconds,
@@ -203,6 +203,8 @@ def copy(
         # never loads backfill.distributed, and `--help` neither.
         from backfill.cli.verify import verify_manifest
         from backfill.pipeline.runner import run_copy
+
+        load_event_loop()
 
         if multi_shard:
             from backfill.cli import shards as multi

@@ -9,6 +9,7 @@ line, never as a traceback.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import shlex
 import sys
 from collections.abc import Awaitable, Callable, Iterator
@@ -64,9 +65,19 @@ def guard(fn: Callable[[], T], manifest: str | None = None, *, resumable: bool =
         raise
 
 
+def load_event_loop() -> bool:
+    """Import uvloop where it is installed (a dependency, except on Windows): called within
+    before_anything, so that a Ctrl-C during that import says what it stopped."""
+    if importlib.util.find_spec("uvloop") is None:
+        return False
+    import uvloop  # noqa: F401
+
+    return True
+
+
 def run_async(fn: Callable[[A], Awaitable[T]], arg: A) -> T:
-    """`fn(arg)` on an event loop of its own."""
-    return anyio.run(fn, arg)
+    """`fn(arg)` on an event loop of its own: uvloop's where it is installed."""
+    return anyio.run(fn, arg, backend_options={"use_uvloop": load_event_loop()})
 
 
 def resume_hint() -> str:
