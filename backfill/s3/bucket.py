@@ -243,12 +243,11 @@ class Bucket:
         return held
 
     async def prefetch_versions(self, prefix: str) -> VersionPage:
-        """The first 1,000-entry version page of `prefix`, listed now and kept for the next two requests of
-        it: shard discovery's first one, and the first listing of the shard that starts the key range (a
-        page with more entries than that listing asks for: its next marker says where the next one starts).
-        The preflight lists it while its checks run."""
+        """The first 1,000-entry version page of `prefix`, listed now and kept: it answers shard discovery's
+        first request once and, while fresh, the first listing of every shard that starts inside it
+        (list_versions, reuse="within"). The preflight lists it while its checks run."""
         page = await self.list_versions(prefix, None, None, 1000)
-        self._prefetched[("versions", prefix)] = (time.monotonic(), page, 2)
+        self._prefetched[("versions", prefix)] = (time.monotonic(), page, 1)
         return page
 
     async def prefetch_delimited(self, prefix: str) -> None:
