@@ -98,7 +98,7 @@ async def test_key_pages_yield_each_key_once_complete_wherever_a_page_ends(sides
     want = _populate(store, src)
     total = sum(LAYOUT.values())
     async with open_sides(_cfg(store, src, dst, tmp_path)) as sides:
-        sides.src.drop_prefetched()  # the preflight's 1,000-entry first page would answer the first listings
+        sides.src.drop_prefetched()  # the preflight's first page (PREFETCH_ENTRIES) would answer the first listings
         # The first page's size moves the boundary over every position of the listing (later pages are
         # 1000 entries: the rest of it).
         for first_page in range(1, total + 1):

@@ -36,6 +36,10 @@ from backfill.s3.sse_c import SSE_C, CustomerKey
 from backfill.s3.wire import Wire
 
 PREFETCH_FRESH = 60.0  # seconds a page listed by the preflight may stand for a listing asked for later
+# Entries in the preflight's first version page: small, because the first copies wait for it (discovery
+# starts from it). A server answers 100 entries in a fraction of the time of 1,000 (SeaweedFS: about a
+# sixth, benchmarks/RESULTS.md "Start-up and first copy"), and the lister asks on from its markers.
+PREFETCH_ENTRIES = 100
 START_POLICY = RetryPolicy(attempts=4)  # ≈1.4 s of backoff at most before the first request gives up
 
 Landed = Callable[[], Awaitable[Any]]  # Pacer.run's `landed`, answering as botocore would
@@ -243,10 +247,10 @@ class Bucket:
         return held
 
     async def prefetch_versions(self, prefix: str) -> VersionPage:
-        """The first 1,000-entry version page of `prefix`, listed now and kept: it answers shard discovery's
+        """The first version page of `prefix` (PREFETCH_ENTRIES), listed now and kept: it answers shard discovery's
         first request once and, while fresh, the first listing of every shard that starts inside it
         (list_versions, reuse="within"). The preflight lists it while its checks run."""
-        page = await self.list_versions(prefix, None, None, 1000)
+        page = await self.list_versions(prefix, None, None, PREFETCH_ENTRIES)
         self._prefetched[("versions", prefix)] = (time.monotonic(), page, 1)
         return page
 
