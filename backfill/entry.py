@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import sys
 
+from backfill.interrupts import watching
+
 
 def main() -> None:
     try:
-        from backfill.cli import main as cli_main
+        with watching():
+            from backfill.cli import main as cli_main
     except KeyboardInterrupt:
         sys.stderr.write("\nstopped before anything started: nothing was read or written\n")
         raise SystemExit(130) from None

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from backfill.seaweed import local_s3
+from testbed.moto_fixes import fix_key_marker
 from testbed.store import Store, s3_client
 
 # Identities of a SeaweedFS besides its admin, for the permission tests
@@ -43,6 +44,7 @@ def moto_server() -> Iterator[Store]:
     """moto in server mode (ThreadedMotoServer, in this process), credentials "testing", region us-east-1."""
     from moto.server import ThreadedMotoServer
 
+    fix_key_marker()  # ListObjectVersions' key-marker as AWS reads it (testbed/moto_fixes.py)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

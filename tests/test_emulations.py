@@ -1,5 +1,6 @@
 """The test bed's emulations of real-bucket behaviour (testbed/kms_etags.py, testbed/requester_pays.py),
-checked with plain boto3 against SeaweedFS: a test that relies on them relies on what is checked here.
+checked with plain boto3 against SeaweedFS, and its fixes to moto (testbed/moto_fixes.py), checked on both
+servers: a test that relies on them relies on what is checked here.
 """
 
 from __future__ import annotations
@@ -104,3 +105,30 @@ def test_requester_pays_proxy_refuses_requests_without_the_header(seaweed: Store
         c.copy_object(Bucket=dst, Key="k", CopySource={"Bucket": src, "Key": "k"}, RequestPayer="requester")
         c.put_object(Bucket=dst, Key="other", Body=b"y")  # the replica is no Requester Pays bucket
         assert rp.proxy.refused[f"GET {src}"] == 1
+
+
+def test_a_key_marker_listing_begins_after_every_version_of_the_marker(store: Store) -> None:
+    """ListObjectVersions with a key-marker alone, as AWS answers it (testbed/moto_fixes.py makes moto do so):
+    the listing begins with the first key after the marker, whether the marker is a key or not."""
+    src, _ = store.buckets()
+    c = store.client
+    for key, n in (("d/a", 2), ("d/b", 3), ("d/c", 1), ("e/a", 2)):
+        for i in range(n):
+            c.put_object(Bucket=src, Key=key, Body=f"{key} {i}".encode())
+    page = c.list_object_versions(Bucket=src)
+    every = [(v["Key"], v["VersionId"]) for v in page["Versions"]]
+    assert len(every) == 8 and not page["IsTruncated"]
+    for marker in ("a", "d/", "d/a", "d/b", "d/bb", "d/c", "e/", "e/a", "z"):
+        page = c.list_object_versions(Bucket=src, KeyMarker=marker)
+        got = [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+        assert got == [e for e in every if e[0] > marker], marker
+        # and page by page from there, 2 entries at a time (the markers the server hands back)
+        kw: dict[str, str] = {"KeyMarker": marker}
+        paged: list[tuple[str, str]] = []
+        while True:
+            page = c.list_object_versions(Bucket=src, MaxKeys=2, **kw)
+            paged += [(v["Key"], v["VersionId"]) for v in page.get("Versions", [])]
+            if not page["IsTruncated"]:
+                break
+            kw = {"KeyMarker": page["NextKeyMarker"], "VersionIdMarker": page["NextVersionIdMarker"]}
+        assert paged == got, marker

@@ -132,3 +132,39 @@ def test_the_replication_configuration_is_read_as_botocore_reads_it() -> None:
                 want = {"Bucket": want["Bucket"]}
             assert v == want, (k, v, want)
         assert set(botos) - set(mine) <= {"Destination", "SourceSelectionCriteria", "ExistingObjectReplication"}
+
+
+def test_a_ctrl_c_that_python_drops_in_a_callback_is_raised_when_the_window_closes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A SIGINT whose handler runs inside a weakref callback (the import machinery has them) raises there,
+    where Python cannot propagate it: it prints "Exception ignored in …" with a traceback and goes on.
+    Within interrupts.watching() (the first imports, a command's set-up) it is raised at the window's end,
+    without that traceback (a run stopped during start-up once ran to its end instead, exit 0)."""
+    import os
+    import signal
+    import weakref
+
+    from backfill.interrupts import watching
+
+    class Thing:
+        pass
+
+    def callback(_: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))  # the handler runs here, inside the callback
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    went_on = False
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with watching():
+                thing = Thing()
+                ref = weakref.ref(thing, callback)
+                del thing
+                went_on = ref() is None  # reached: the KeyboardInterrupt did not propagate from the callback
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert went_on
+    err = capsys.readouterr().err
+    assert "Exception ignored" not in err and "Traceback" not in err

@@ -19,6 +19,7 @@ import anyio
 import typer
 
 from backfill.errors import StopRun, UserError, first_error
+from backfill.interrupts import watching
 from backfill.manifest import manifest_error
 
 T = TypeVar("T")
@@ -39,7 +40,8 @@ def before_anything() -> Iterator[None]:
     as backfill.entry does for one during the first imports.
     """
     try:
-        yield
+        with watching():  # a Ctrl-C inside an import's callback is not lost (backfill/interrupts.py)
+            yield
     except KeyboardInterrupt:
         typer.echo("\nstopped before anything started: nothing was read or written", err=True)
         raise typer.Exit(130) from None
