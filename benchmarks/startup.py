@@ -90,10 +90,9 @@ class Seen:
     first_request: float | None = None  # seconds from exec
     first_request_cpu: float | None = None
     requests: int = 0
-    copy_sent: bool = False
     first_copy: float | None = None  # seconds from exec to the first CopyObject's answer
     copy_cpu: float | None = None  # the tool's CPU when it sent its first CopyObject
-    copy_sent_at: float | None = None  # seconds from exec to the first CopyObject's request
+    copy_sent_at: float | None = None  # seconds from exec to the first CopyObject's request (None: not yet)
     timeline: list[str] = field(default_factory=list)  # "seconds-from-exec request-line", up to the first copy
     requests_before_copy: int = 0
     answered: threading.Event = field(default_factory=threading.Event)
@@ -146,12 +145,11 @@ class Relay:
             s.first_request = time.monotonic() - s.started
             s.first_request_cpu = process_cpu(s.pid)
         s.requests += data.count(b" HTTP/1.1\r\n")
-        if not s.copy_sent:
+        if s.copy_sent_at is None:
             for line in data.split(b"\r\n"):
                 if line.endswith(b" HTTP/1.1"):
                     s.timeline.append(f"{time.monotonic() - s.started:.3f} {line.decode('latin-1')[:120]}")
-        if not s.copy_sent and b"\r\nx-amz-copy-source:" in data.lower():
-            s.copy_sent = True
+        if s.copy_sent_at is None and b"\r\nx-amz-copy-source:" in data.lower():
             s.copy_cpu = process_cpu(s.pid)
             s.copy_sent_at = time.monotonic() - s.started
             s.requests_before_copy = s.requests - 1

@@ -157,12 +157,11 @@ def test_a_ctrl_c_that_python_drops_in_a_callback_is_raised_when_the_window_clos
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     went_on = False
     try:
-        with pytest.raises(KeyboardInterrupt):
-            with watching():
-                thing = Thing()
-                ref = weakref.ref(thing, callback)
-                del thing
-                went_on = ref() is None  # reached: the KeyboardInterrupt did not propagate from the callback
+        with pytest.raises(KeyboardInterrupt), watching():
+            thing = Thing()
+            ref = weakref.ref(thing, callback)
+            del thing
+            went_on = ref() is None  # reached: the KeyboardInterrupt did not propagate from the callback
     finally:
         signal.signal(signal.SIGINT, previous)
     assert went_on

@@ -38,7 +38,7 @@ from backfill.s3.wire import Wire
 PREFETCH_FRESH = 60.0  # seconds a page listed by the preflight may stand for a listing asked for later
 # Entries in the preflight's first version page: small, because the first copies wait for it (discovery
 # starts from it). A server answers 100 entries in a fraction of the time of 1,000 (SeaweedFS: about a
-# sixth, benchmarks/RESULTS.md "Start-up and first copy"), and the lister asks on from its markers.
+# sixth, benchmarks/RESULTS.md "the preflight's first page at 100 entries"); the lister asks on from its markers.
 PREFETCH_ENTRIES = 100
 START_POLICY = RetryPolicy(attempts=4)  # ≈1.4 s of backoff at most before the first request gives up
 
