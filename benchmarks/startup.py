@@ -7,7 +7,9 @@ server (or the delay proxy, for RTT > 0). For every run it notes:
   /proc/PID/task/*/schedstat) at the moment its first request reaches the relay, and the
   wall time from exec to then;
 - *first copy*: the wall time from exec until the answer to the first CopyObject goes
-  back to the tool, and the requests sent before that copy.
+  back to the tool, and the requests sent before that copy;
+- *first copy done, any*: the wall time from exec until the answer to any CopyObject
+  goes back (with many copies in flight, the first sent need not be the first done).
 
 The tool is pinned to CPU 1, the server, the proxy and the relay to CPU 0; each run
 copies into a fresh versioned bucket and is stopped (SIGKILL) once its first copy has
@@ -93,6 +95,7 @@ class Seen:
     first_copy: float | None = None  # seconds from exec to the first CopyObject's answer
     copy_cpu: float | None = None  # the tool's CPU when it sent its first CopyObject
     copy_sent_at: float | None = None  # seconds from exec to the first CopyObject's request (None: not yet)
+    any_copy: float | None = None  # seconds from exec to the first answer to any CopyObject
     timeline: list[str] = field(default_factory=list)  # "seconds-from-exec request-line", up to the first copy
     requests_before_copy: int = 0
     answered: threading.Event = field(default_factory=threading.Event)
@@ -132,7 +135,7 @@ class Relay:
         except OSError:
             writer.close()
             return
-        pending_copy = [False]
+        pending_copy = [False, False]  # this connection carries: the first CopyObject sent; a CopyObject
         await asyncio.gather(
             self._pump(reader, up_writer, self._request, pending_copy),
             self._pump(up_reader, writer, self._answer, pending_copy),
@@ -149,7 +152,10 @@ class Relay:
             for line in data.split(b"\r\n"):
                 if line.endswith(b" HTTP/1.1"):
                     s.timeline.append(f"{time.monotonic() - s.started:.3f} {line.decode('latin-1')[:120]}")
-        if s.copy_sent_at is None and b"\r\nx-amz-copy-source:" in data.lower():
+        is_copy = b"\r\nx-amz-copy-source:" in data.lower()
+        if is_copy:
+            pending_copy[1] = True  # one request at a time per connection: its next answer is this copy's
+        if s.copy_sent_at is None and is_copy:
             s.copy_cpu = process_cpu(s.pid)
             s.copy_sent_at = time.monotonic() - s.started
             s.requests_before_copy = s.requests - 1
@@ -157,6 +163,8 @@ class Relay:
 
     def _answer(self, data: bytes, pending_copy: list[bool]) -> None:
         s = self.seen
+        if pending_copy[1] and s.any_copy is None:
+            s.any_copy = time.monotonic() - s.started
         if pending_copy[0] and s.first_copy is None:
             s.first_copy = time.monotonic() - s.started
             s.answered.set()
@@ -189,6 +197,7 @@ class Run:
     copy_cpu: float | None = None
     copy_sent_at: float | None = None
     warm: bool = False  # the destination had one write before the run (see --warm)
+    any_copy: float | None = None
 
 
 @contextlib.contextmanager
@@ -269,12 +278,14 @@ def main(args: argparse.Namespace) -> None:
                             seen.copy_cpu,
                             seen.copy_sent_at,
                             warm,
+                            seen.any_copy,
                         )
                         runs.append(r)
                         log(
                             f"rtt {rtt:g} ms, run {rep + 1}, {tool.name}{' (warm)' if warm else ''}: "
                             f"first request at {_s(r.first_request)} "
                             f"(CPU {_s(r.first_request_cpu)}), first copy at {_s(r.first_copy)} "
+                            f"(any done at {_s(r.any_copy)}) "
                             f"after {r.requests_before_copy} requests (CPU {_s(r.copy_cpu)})"
                         )
                         client.delete_bucket(Bucket=dst)
@@ -316,9 +327,9 @@ def _section(
         f"Medians of {args.repeat} runs.",
         "",
         "| RTT ms | tool | destination | CPU to the first request s | wall to the first request s "
-        "| first copy sent s | first copy s (from exec) | requests before the first copy | CPU to the first copy s "
-        "| runs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| first copy sent s | first copy s (from exec) | first copy done, any s | requests before the first copy "
+        "| CPU to the first copy s | runs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for rtt, name, warm in itertools.product(sorted({r.rtt_ms for r in runs}), tools, (False, True)):
         rs = [r for r in runs if r.rtt_ms == rtt and r.tool == name and r.warm == warm]
@@ -329,7 +340,7 @@ def _section(
         lines.append(
             f"| {rtt:g} | {name} | {_WARM[warm]} | {_f(_median([r.first_request_cpu for r in rs]))} "
             f"| {_f(_median([r.first_request for r in rs]))} | {_f(_median([r.copy_sent_at for r in rs]))} "
-            f"| {_f(_median([r.first_copy for r in rs]))} "
+            f"| {_f(_median([r.first_copy for r in rs]))} | {_f(_median([r.any_copy for r in rs]))} "
             f"| {before:g} | {_f(_median([r.copy_cpu for r in rs]))} | {len(ok)}/{len(rs)} |"
         )
     if imports is not None:
