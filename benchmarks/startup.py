@@ -101,6 +101,14 @@ class Seen:
     answered: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass(slots=True)
+class _Conn:
+    """What one relayed connection carries (one request at a time: its next answer is that request's)."""
+
+    first_copy: bool = False  # the run's first CopyObject went out on it
+    a_copy: bool = False  # a CopyObject went out on it
+
+
 class Relay:
     """A TCP relay that watches request heads go by (asyncio, in a thread of its own)."""
 
@@ -135,14 +143,14 @@ class Relay:
         except OSError:
             writer.close()
             return
-        pending_copy = [False, False]  # this connection carries: the first CopyObject sent; a CopyObject
+        conn = _Conn()
         await asyncio.gather(
-            self._pump(reader, up_writer, self._request, pending_copy),
-            self._pump(up_reader, writer, self._answer, pending_copy),
+            self._pump(reader, up_writer, self._request, conn),
+            self._pump(up_reader, writer, self._answer, conn),
             return_exceptions=True,
         )
 
-    def _request(self, data: bytes, pending_copy: list[bool]) -> None:
+    def _request(self, data: bytes, conn: _Conn) -> None:
         s = self.seen
         if s.first_request is None:
             s.first_request = time.monotonic() - s.started
@@ -152,20 +160,20 @@ class Relay:
             for line in data.split(b"\r\n"):
                 if line.endswith(b" HTTP/1.1"):
                     s.timeline.append(f"{time.monotonic() - s.started:.3f} {line.decode('latin-1')[:120]}")
-        is_copy = b"\r\nx-amz-copy-source:" in data.lower()
-        if is_copy:
-            pending_copy[1] = True  # one request at a time per connection: its next answer is this copy's
-        if s.copy_sent_at is None and is_copy:
+        if s.any_copy is not None or b"\r\nx-amz-copy-source:" not in data.lower():
+            return  # once a copy was answered, the first one was sent too: nothing more to note
+        conn.a_copy = True
+        if s.copy_sent_at is None:
             s.copy_cpu = process_cpu(s.pid)
             s.copy_sent_at = time.monotonic() - s.started
             s.requests_before_copy = s.requests - 1
-            pending_copy[0] = True
+            conn.first_copy = True
 
-    def _answer(self, data: bytes, pending_copy: list[bool]) -> None:
+    def _answer(self, data: bytes, conn: _Conn) -> None:
         s = self.seen
-        if pending_copy[1] and s.any_copy is None:
+        if conn.a_copy and s.any_copy is None:
             s.any_copy = time.monotonic() - s.started
-        if pending_copy[0] and s.first_copy is None:
+        if conn.first_copy and s.first_copy is None:
             s.first_copy = time.monotonic() - s.started
             s.answered.set()
 
@@ -173,8 +181,8 @@ class Relay:
         self,
         src: asyncio.StreamReader,
         dst: asyncio.StreamWriter,
-        note: Callable[[bytes, list[bool]], None],
-        state: list[bool],
+        note: Callable[[bytes, _Conn], None],
+        state: _Conn,
     ) -> None:
         try:
             while data := await src.read(65536):
